@@ -2,28 +2,23 @@
 
 Each side is one run or several (the same configuration over seeds). Every metric is a
 statistic of per-request values: TTFT, TPOT, E2E and queue time (mean, p50, p90, p99 over the
-requests that completed) and SLO attainment (the share of all requests that met both targets,
-each run against its own SLO targets, as its summary counts it).
+requests that completed: ``numpy.percentile``'s linear interpolation) and SLO attainment (the share of all requests
+that met both targets, each run against its own SLO targets, as its summary counts it).
 
-* One run a side: the percentile bootstrap over requests, each resample of a run's requests
-  drawn once for every metric (`controlplane.resampling`: as ``scipy.stats.bootstrap`` does it,
-  at about a request's arithmetic a resample rather than a sort of each resample per statistic;
-  a metric that not every request has, TPOT, is over the drawn requests that have it). When both
-  runs replayed the same requests (the same ids) the resampling is paired (the same requests drawn
-  on both sides), which removes the trace's own variation from the difference. A paired comparison covers the
-  requests that completed in both runs: when one run completed requests the other did not
-  (blocked by a guardian, rejected, timed out), both sides' values, the difference and its
-  interval are all over that common set, and ``MetricDiff.covers`` says so. When one run replayed every
-  request of the other and more (a live run that served a warm-up first), the comparison is paired over the
-  requests both replayed, the other's left out, and ``covers`` names them.
+* One run a side: a circular block bootstrap over requests in arrival order (`controlplane.resampling`: blocks of
+  ``2 n^(1/3)`` consecutive requests, 20 of 1,000, since a burst's queueing latencies move together; each resample
+  drawn once for every metric, TPOT over the drawn requests that have it). When both runs replayed the same
+  requests (ids, prompts and arrivals: `same_requests`) the blocks are paired (the same drawn on both sides), which
+  removes the trace's own variation from the difference. A paired comparison covers the requests that completed in
+  both runs (``MetricDiff.covers`` says so when one completed requests the other did not); when one run replayed
+  every request of the other and more (a live run's warm-up), it is paired over those both replayed. One run a side
+  holds no seed-to-seed variation (a random router's draws): ``MetricDiff.interval_over`` says so.
 * Several runs a side: a two-level bootstrap, runs (seeds) drawn with replacement, then
   requests within each drawn run, so seed-to-seed variation widens the interval as it should. The restrictions of
-  one run a side apply to every run of both sides at once (`every_run_replayed`, `completed_in_every_run`): when
-  every run replayed every request of the run that replayed fewest, all are restricted to those; when the runs
-  replayed the same requests, each metric is over the requests with a value in every run (not per pair: the
-  bootstrap draws runs apart, so only a set common to all of them keeps each draw over the same requests on both
-  sides). The requests are still drawn apart in each run (not paired): a conservative interval.
+  one run a side apply to every run of both sides at once (`every_run_replayed`, `completed_in_every_run`), each
+  metric over the requests with a value in every run, drawn apart in each run (not paired): a conservative interval.
 
+A percentile over fewer than ``MIN_BEYOND / (1 - q)`` values a side has its interval but no verdict (`no_verdict`).
 A difference whose interval contains 0 is reported as within noise, 0 to floating-point rounding:
 an interval within ``ROUNDING`` of the values' magnitude (two runs that agree to 1e-12, e.g. the
 fast and the exact replay modes, summing in different orders) is within noise, not "B higher".
@@ -53,6 +48,8 @@ STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "p90": lambda x: np.percentile(x, 90, axis=-1),
     "p99": lambda x: np.percentile(x, 99, axis=-1),
 }
+#: The percentiles' q, each as ``numpy.percentile`` takes it (linear interpolation between order statistics).
+PERCENTILE_OF = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
 #: Differences below this share of the values' magnitude are floating-point rounding, not a difference.
 ROUNDING = 1e-9
 #: (metric, statistic) pairs compared, in output order.
@@ -80,6 +77,13 @@ class RunSample:
     slo: dict[str, Any]
     prompt_tokens: np.ndarray | None = None  # with the ids, what makes two runs' requests the same ones
     models: np.ndarray | None = None  # each request's model
+    arrivals: np.ndarray | None = None  # each request's arrival (s); None: the requests are in arrival order
+
+    def arrival_order(self) -> np.ndarray:
+        """The requests' indices in arrival order (ties by their order here)."""
+        if self.arrivals is None:
+            return np.arange(len(self.request_ids))
+        return np.argsort(self.arrivals, kind="stable")
 
     def of_model(self, model: str) -> RunSample:
         """The requests of one model (``models`` must be known)."""
@@ -89,7 +93,8 @@ class RunSample:
         """The requests where ``keep`` (a boolean mask over ``request_ids``) is true, in the same order."""
         return RunSample(self.run_id, self.request_ids[keep], {k: v[keep] for k, v in self.values.items()}, self.slo,
                          None if self.prompt_tokens is None else self.prompt_tokens[keep],
-                         None if self.models is None else self.models[keep])
+                         None if self.models is None else self.models[keep],
+                         None if self.arrivals is None else self.arrivals[keep])
 
     def attained(self, slo: dict[str, Any]) -> np.ndarray:
         v = self.values
@@ -118,12 +123,25 @@ class MetricDiff:
     #: its summary has it), which the restricted ``a``/``b`` are not; None where ``covers`` is.
     a_whole: float | None = None
     b_whole: float | None = None
+    #: What the interval resamples (`interval_over`): with one run a side, requests of each run, not seeds.
+    interval_over: str | None = None
+    #: Why a metric with an interval has no verdict: a percentile over too few values (`too_few_for_percentile`).
+    no_verdict: str | None = None
+
+    @property
+    def seed_variation_included(self) -> bool | None:
+        """Whether the interval includes seed-to-seed variation: only with several runs a side (hierarchical);
+        None without an interval."""
+        if self.low is None or self.high is None:
+            return None
+        return self.method == "hierarchical"
 
     @property
     def within_noise(self) -> bool | None:
         """Whether the interval contains 0, to rounding: an interval of 1e-15 s beside values of 0.06 s
-        is the order of floating-point sums, not a difference between the runs."""
-        if self.low is None or self.high is None:
+        is the order of floating-point sums, not a difference between the runs. None without an interval, or
+        without a verdict (`no_verdict`)."""
+        if self.low is None or self.high is None or self.no_verdict:
             return None
         tolerance = ROUNDING * max(abs(self.a or 0.0), abs(self.b or 0.0))
         return self.low <= tolerance and self.high >= -tolerance
@@ -149,14 +167,17 @@ class MetricDiff:
         return {"metric": self.metric, "stat": self.stat, "a": self.a, "b": self.b, "diff": self.diff,
                 "low": self.low, "high": self.high, "method": self.method, "within_noise": self.within_noise,
                 "verdict": self.verdict, "outcome": self.outcome, "higher_is_better": HIGHER_IS_BETTER[self.metric],
-                "covers": self.covers, "a_whole": self.a_whole, "b_whole": self.b_whole}
+                "covers": self.covers, "a_whole": self.a_whole, "b_whole": self.b_whole,
+                "interval_over": self.interval_over, "seed_variation_included": self.seed_variation_included,
+                "no_verdict": self.no_verdict}
 
 
 def load_sample(engine: Engine, run_id: int) -> RunSample:
     """A stored run's requests (in request id order) as a ``RunSample``; ``LookupError`` if none."""
     run = get_run(engine, run_id)
     t = Request.__table__
-    cols = (t.c.request_id, t.c.status, t.c.ttft_s, t.c.tpot_s, t.c.e2e_s, t.c.queue_s, t.c.prompt_tokens, t.c.model)
+    cols = (t.c.request_id, t.c.status, t.c.ttft_s, t.c.tpot_s, t.c.e2e_s, t.c.queue_s, t.c.prompt_tokens, t.c.model,
+            t.c.arrival_s)
     with engine.connect() as conn:
         rows = conn.execute(select(*cols).where(t.c.run_id == run_id).order_by(t.c.request_id)).all()
     if not rows:
@@ -172,7 +193,7 @@ def load_sample(engine: Engine, run_id: int) -> RunSample:
         values[m] = x
     slo = ((run.get("config") or {}).get("slo")) or {"ttft_s": 2.0, "tpot_s": 0.2}
     return RunSample(run_id, ids, values, slo, np.array([r[6] for r in rows], dtype=np.int64),
-                     np.array([r[7] or "" for r in rows], dtype=object))
+                     np.array([r[7] or "" for r in rows], dtype=object), np.array([r[8] for r in rows], dtype=np.float64))
 
 
 def _column(sample: RunSample, metric: str, slo: dict[str, Any]) -> np.ndarray:
@@ -185,11 +206,16 @@ def _point(xs: Sequence[np.ndarray], stat: str) -> float | None:
 
 
 def _single_diffs(a: RunSample, b: RunSample, metrics: Sequence[tuple[str, str]], paired: bool, confidence: float,
-                  n: int, rng: np.random.Generator, progress: Callable[[int], None] | None
+                  n: int, rng: np.random.Generator, progress: Callable[[int], None] | None, block: int | None
                   ) -> dict[tuple[str, str], tuple[float | None, float | None]]:
-    """Each metric's interval of one run against another (`controlplane.resampling`): the requests drawn with
-    replacement, the same ones on both sides when ``paired``; ``(None, None)`` with under 2 values a side."""
-    from controlplane.resampling import Side, bootstrap_diffs
+    """Each metric's interval of one run against another (`controlplane.resampling`): blocks of consecutive requests
+    by arrival (``block`` of them, None: `block_length`'s; 1: requests one by one) drawn with replacement, the same
+    blocks on both sides when ``paired``; ``(None, None)`` with under 2 values a side."""
+    from controlplane.resampling import Side, block_length, bootstrap_diffs
+
+    def blocks(sample: RunSample) -> dict[str, Any]:
+        return {"block": block_length(len(sample.request_ids)) if block is None else block,
+                "arrival_order": sample.arrival_order()}
 
     stats: dict[str, list[str]] = {}
     for metric, stat in metrics:
@@ -200,14 +226,14 @@ def _single_diffs(a: RunSample, b: RunSample, metrics: Sequence[tuple[str, str]]
             xa, xb = _column(a, metric, a.slo), _column(b, metric, b.slo)
             both = ~np.isnan(xa) & ~np.isnan(xb)
             columns[f"a:{metric}"], columns[f"b:{metric}"] = (xa, both), (xb, both)
-        side_a = Side(columns, {f"{s}:{m}": v for m, v in stats.items() for s in "ab"})
+        side_a = Side(columns, {f"{s}:{m}": v for m, v in stats.items() for s in "ab"}, **blocks(a))
         side_b = None
         enough = {m for m in stats if side_a.defined_count(f"a:{m}") >= 2}
     else:
         sides = []
         for sample in (a, b):
             cols = {m: _column(sample, m, sample.slo) for m in stats}
-            sides.append(Side({m: (x, ~np.isnan(x)) for m, x in cols.items()}, stats))
+            sides.append(Side({m: (x, ~np.isnan(x)) for m, x in cols.items()}, stats, **blocks(sample)))
         side_a, side_b = sides
         enough = {m for m in stats if min(side_a.defined_count(m), side_b.defined_count(m)) >= 2}
     wanted = [(m, s) for m, s in metrics if m in enough]
@@ -260,12 +286,24 @@ def _hierarchical(a: Sequence[np.ndarray], b: Sequence[np.ndarray], stat: str, c
     return float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))
 
 
+#: How far (s) two runs' arrivals of a request, each after its run's first arrival, may be apart for the request to be
+#: the same one (as `controlplane.cli.runs_notes.same_requests` has it).
+ARRIVAL_TOLERANCE_S = 1e-6
+
+
 def same_requests(a: RunSample, b: RunSample) -> bool:
     """Whether two runs served the same requests: the same ids with the same prompts (two traces that number
-    their requests 0, 1, ... share ids and nothing else)."""
+    their requests 0, 1, ... share ids and nothing else), arriving at the same times after each run's first arrival
+    (to `ARRIVAL_TOLERANCE_S`: arrivals drawn by each run's seed, a trace's Poisson arrivals, are other requests)."""
     if a.request_ids.shape != b.request_ids.shape or not bool(np.all(a.request_ids == b.request_ids)):
         return False
-    return a.prompt_tokens is None or b.prompt_tokens is None or bool(np.all(a.prompt_tokens == b.prompt_tokens))
+    if a.prompt_tokens is not None and b.prompt_tokens is not None and not bool(np.all(a.prompt_tokens ==
+                                                                                       b.prompt_tokens)):
+        return False
+    if a.arrivals is None or b.arrivals is None or not len(a.arrivals):
+        return True
+    offsets_a, offsets_b = a.arrivals - a.arrivals.min(), b.arrivals - b.arrivals.min()
+    return bool(np.all(np.abs(offsets_a - offsets_b) <= ARRIVAL_TOLERANCE_S))
 
 
 def within_other(a: RunSample, b: RunSample) -> tuple[RunSample, RunSample, str] | None:
@@ -326,10 +364,39 @@ def completed_in_every_run(xs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], 
     return [x[keep] for x in xs], f"the {n} requests completed in every run"
 
 
+#: The values a percentile q needs behind it for a verdict: ``MIN_BEYOND / (1 - q)``, i.e. ``MIN_BEYOND`` values beyond
+#: it (p50: 20, p90: 100, p99: 1,000). A p99 of 40 requests is their largest: its interval says nothing dependable.
+MIN_BEYOND = 10
+
+
+def too_few_for_percentile(stat: str, counts: Sequence[int]) -> str | None:
+    """Why a percentile over ``counts`` values (each side's) gets no verdict (`MIN_BEYOND`), or None when it does."""
+    if stat not in PERCENTILE_OF:
+        return None
+    q, fewest = PERCENTILE_OF[stat], min(counts)
+    needed = int(np.ceil(MIN_BEYOND / (1 - q) - 1e-9))
+    if fewest >= needed:
+        return None
+    return (f"{stat} over {fewest:,} values: a percentile q needs {MIN_BEYOND}/(1-q) = {needed:,} values behind it "
+            f"for a verdict ({MIN_BEYOND} beyond it)")
+
+
+def interval_over(a: Sequence[RunSample], b: Sequence[RunSample], paired: bool, block: int | None) -> str:
+    """What the intervals resample, as `MetricDiff.interval_over` says it."""
+    if len(a) > 1 or len(b) > 1:
+        return "runs (seeds) of each side, then requests within each: seed-to-seed variation included"
+    from controlplane.resampling import block_length
+
+    sizes = sorted({block_length(len(s.request_ids)) if block is None else block for s in (a[0], b[0])})
+    how = ("requests drawn one by one" if sizes == [1] else
+           f"blocks of {' and '.join(map(str, sizes))} consecutive requests by arrival")
+    return f"{how} of one run a side{', paired' if paired else ''}; seed-to-seed variation not included"
+
+
 def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidence: float = 0.95,
                     n_resamples: int = 1000, seed: int = 0,
                     metrics: Sequence[tuple[str, str]] = METRICS,
-                    progress: Callable[[int], None] | None = None) -> list[MetricDiff]:
+                    progress: Callable[[int], None] | None = None, block: int | None = None) -> list[MetricDiff]:
     """Each metric's value on both sides, B - A, and its bootstrap confidence interval. ``progress(k)``:
     k more resamples done (of ``n_resamples`` a metric for several runs a side; all metrics' at once for one)."""
     if not a or not b:
@@ -344,7 +411,9 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
         paired = single
     # Several runs a side, of the same requests: each metric over those with a value in every run.
     aligned = not single and all(same_requests(a[0], s) for s in (*a, *b))
-    intervals = _single_diffs(a[0], b[0], metrics, paired, confidence, n_resamples, rng, progress) if single else {}
+    over = interval_over(a, b, paired, block)
+    intervals = (_single_diffs(a[0], b[0], metrics, paired, confidence, n_resamples, rng, progress, block) if single
+                 else {})
     out = []
     for metric, stat in metrics:
         xa = [_column(s, metric, s.slo) for s in a]  # (each run's attainment against its own targets)
@@ -370,7 +439,9 @@ def compare_samples(a: Sequence[RunSample], b: Sequence[RunSample], *, confidenc
         diff = None if va is None or vb is None else vb - va
         whole = ([_point([_column(s, metric, s.slo) for s in side], stat) for side in (whole_a, whole_b)] if covers
                  else [None, None])
-        out.append(MetricDiff(metric, stat, va, vb, diff, low, high, method, covers, *whole))
+        behind = [sum(int((~np.isnan(x)).sum()) for x in side) for side in (([pa], [pb]) if paired else (xa, xb))]
+        out.append(MetricDiff(metric, stat, va, vb, diff, low, high, method, covers, *whole, interval_over=over,
+                              no_verdict=too_few_for_percentile(stat, behind)))
     return out
 
 
@@ -387,9 +458,11 @@ def compare_runs(engine: Engine, runs_a: Sequence[int], runs_b: Sequence[int], *
                            **kwargs)
 
 
-def compare_steps(a: Sequence[RunSample], b: Sequence[RunSample], n_resamples: int) -> int:
-    """The steps ``compare_samples`` and then ``compare_by_model`` of these runs report to ``progress``, in all."""
-    return resample_steps(a, b, n_resamples) + len(_models_compared(a, b)) * resample_steps(
+def compare_steps(a: Sequence[RunSample], b: Sequence[RunSample], n_resamples: int,
+                  metrics: Sequence[tuple[str, str]] = METRICS) -> int:
+    """The steps ``compare_samples`` (of ``metrics``) and then ``compare_by_model`` of these runs report to
+    ``progress``, in all."""
+    return resample_steps(a, b, n_resamples, metrics) + len(_models_compared(a, b)) * resample_steps(
         a, b, n_resamples, BY_MODEL_METRICS)
 
 

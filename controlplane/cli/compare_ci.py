@@ -11,8 +11,10 @@ from sqlalchemy import Engine, select
 from controlplane.cli import common
 from controlplane.cli.common import fmt_value
 from controlplane.cli.tables import WHOLE, WORDS, fitted
+from controlplane.compare import MIN_BEYOND
 
-__all__ = ["COUNT_KEYS", "ROW_HIGHER_IS_BETTER", "by_model_diffs_json", "ci_table", "cost_diffs", "parse_run_ids",
+__all__ = ["COUNT_KEYS", "ROW_HIGHER_IS_BETTER", "by_model_diffs_json", "ci_table", "cost_diffs", "parse_metrics",
+           "parse_run_ids",
            "row_diffs", "side_by_side", "side_by_side_diffs", "summary_diffs", "summary_means", "sweep_run_ids"]
 
 
@@ -34,6 +36,26 @@ def parse_run_ids(text: str, option: str) -> list[int]:
     if not ids:
         raise ValueError(f"{option}: no run ids")
     return ids
+
+
+def parse_metrics(text: str) -> list[tuple[str, str]]:
+    """``--metrics``' ``"slo_attainment,ttft:p90,e2e:p99"`` as (metric, stat) pairs of
+    ``controlplane.compare.METRICS`` (a metric alone: its mean), in that order; ``ValueError`` naming those."""
+    from controlplane.compare import METRICS
+
+    known = [m if s == "mean" and m == "slo_attainment" else f"{m}:{s}" for m, s in METRICS]
+    found: list[tuple[str, str]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        metric, _, stat = part.partition(":")
+        pair = (metric, stat or "mean")
+        if pair not in METRICS:
+            raise ValueError(f"--metrics: {part!r} is not a compared metric (one of {', '.join(known)})")
+        found.append(pair)
+    if not found:
+        raise ValueError("--metrics: no metrics")
+    return [m for m in METRICS if m in found]
 
 
 def sweep_run_ids(engine: Engine, sweep_id: int, option: str) -> list[int]:
@@ -227,19 +249,31 @@ def ci_table(diffs: list[Any], title: str, confidence: float, width: int | None 
     """The intervals' table of ``diffs`` (`controlplane.compare.MetricDiff`); with ``width``, fitted to it
     (`CI_KINDS`: no number cut, a row's fields a line each where even a folded row does not fit)."""
     t = Table(title=title, header_style="bold")
-    for col in ("metric", "A", "B", "B - A", f"{confidence:.0%} CI", "verdict"):
+    one_run = any(d.seed_variation_included is False for d in diffs)  # (one run a side: no seeds' variation)
+    for col in ("metric", "A", "B", "B - A", f"{confidence:.0%} CI", "verdict (one run a side)" if one_run
+                else "verdict"):
         t.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
     covers = list(dict.fromkeys(d.covers for d in diffs if d.covers))
     for d in diffs:
         label = "SLO attainment" if d.metric == "slo_attainment" else f"{d.metric} {d.stat} (s)"
         if d.covers:
             label += " " + "*" * (covers.index(d.covers) + 1)
-        verdict = "-" if d.verdict is None else f"[{'dim' if d.within_noise else 'bold'}]{d.verdict}[/]"
+        verdict = ("- (too few values)" if d.no_verdict else "-") if d.verdict is None else (
+            f"[{'dim' if d.within_noise else 'bold'}]{d.verdict}[/]")
         ci = "-" if d.low is None else f"[{_fmt(d.low, d.metric)}, {_fmt(d.high, d.metric)}]"
         diff = "-" if d.diff is None else ("+" if d.diff >= 0 else "") + _fmt(d.diff, d.metric)
         t.add_row(label, _fmt(d.a, d.metric), _fmt(d.b, d.metric), diff, ci, verdict)
-    t.caption = f"bootstrap over requests ({fmt_value(diffs[0].method) if diffs else '-'}); " \
-                "within noise: the interval contains 0 (to rounding)"
+    over = next((d.interval_over for d in diffs if d.interval_over), None)
+    t.caption = (f"bootstrap over {over}" if over else
+                 f"bootstrap over requests ({fmt_value(diffs[0].method) if diffs else '-'})") + \
+        "; within noise: the interval contains 0 (to rounding)"
+    if one_run:
+        t.caption += ("\n! one run a side: the intervals hold the requests' variation, not the seeds' (a random "
+                      "router's draws): two seeds of one config can read different; compare several seeds a side "
+                      "(--a 1,2,3 --b 4,5,6) before trusting a verdict")
+    if any(d.no_verdict for d in diffs):
+        t.caption += (f"\n- (too few values): a percentile q needs {MIN_BEYOND}/(1-q) values a side for a verdict "
+                      f"(p99: 1,000)")
     for i, c in enumerate(covers, start=1):  # rows whose A, B and interval are over fewer requests than each run's
         how = next(d.method for d in diffs if d.covers == c)  # (several runs a side: each run over them, not paired)
         t.caption += f"\n{'*' * i} A, B and the interval over {c}" + (" (paired)" if how == "paired" else "")

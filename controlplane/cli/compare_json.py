@@ -172,6 +172,10 @@ def compare_document(side_a: list[int], side_b: list[int], runs_a: list[dict[str
     every = [*metrics, *(m for ms in by_model.values() for m in ms)]
     return {"a": side_a, "b": side_b, "confidence": confidence, "metrics": metrics,
             "metrics_restricted": any(m.get("covers") for m in every),
+            # (one run a side: the intervals hold no seed-to-seed variation; null with --no-ci)
+            "seed_variation_included": next((m["seed_variation_included"] for m in metrics
+                                             if m.get("seed_variation_included") is not None), None),
+            "interval_over": next((m["interval_over"] for m in metrics if m.get("interval_over")), None),
             "side_by_side": side_by_side_diffs(runs_a, runs_b),
             "cost": cost_diffs(runs_a, runs_b),  # (the table's GPU time and money, no interval)
             "runs": {str(r["id"]): {"status": r.get("status"), "error": (r.get("summary") or {}).get("error")}

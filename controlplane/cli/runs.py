@@ -218,19 +218,23 @@ def compare(
     decisions: Annotated[bool, typer.Option("--decisions", help="Where the scale decisions differ: A's policy "
                                             "against B's, and each shadow policy against its run's active one.")]
     = False,
+    only: Annotated[Optional[str], typer.Option("--metrics", help="Compare only these metrics, e.g. "
+                                                "slo_attainment,ttft:p90 (a gate's primary ones: each more is one "
+                                                "more chance of a false alarm).")] = None,
 ) -> None:
     """Compare runs, B - A: side by side, and each metric's difference with a bootstrap confidence
     interval over requests (and over seeds with several runs a side), saying when it is within noise.
     Runs of several models get the same per model (SLO attainment, TTFT, TPOT, E2E percentiles)."""
-    from controlplane.cli.compare_ci import (COST_KEYS, COUNT_KEYS, by_model_diffs_json, ci_table, parse_run_ids,
-                                             side_by_side, summary_diffs, summary_means, sweep_run_ids)
+    from controlplane.cli.compare_ci import (COST_KEYS, COUNT_KEYS, by_model_diffs_json, ci_table, parse_metrics,
+                                             parse_run_ids, side_by_side, summary_diffs, summary_means, sweep_run_ids)
     from controlplane.cli.compare_json import (compare_document, covers_note, mixed_side_notes, replayed_note,
                                                reproducibility_note, status_notes)
     from controlplane.cli.compare_progress import CompareProgress
-    from controlplane.compare import compare_by_model, compare_samples, compare_steps, load_sample
+    from controlplane.compare import METRICS, compare_by_model, compare_samples, compare_steps, load_sample
     from controlplane.storage import get_run
 
     with user_errors():
+        metrics_wanted = parse_metrics(only) if only is not None else METRICS
         engine = _engine(db)
         side_a = [run_a] if run_a is not None else []
         side_b = [run_b] if run_b is not None else []
@@ -250,9 +254,10 @@ def compare(
                 samples_a = [load_sample(engine, r) for r in side_a]
                 samples_b = [load_sample(engine, r) for r in side_b]
             requests = sum(len(s.request_ids) for s in (*samples_a, *samples_b))
-            with CompareProgress(compare_steps(samples_a, samples_b, resamples), resamples, requests) as progress:
+            with CompareProgress(compare_steps(samples_a, samples_b, resamples, metrics_wanted), resamples,
+                                 requests) as progress:
                 diffs = compare_samples(samples_a, samples_b, confidence=confidence, n_resamples=resamples,
-                                        progress=progress)
+                                        progress=progress, metrics=metrics_wanted)
                 model_diffs = compare_by_model(samples_a, samples_b, confidence=confidence, n_resamples=resamples,
                                                progress=progress)
     with user_errors():
@@ -268,7 +273,7 @@ def compare(
     notes = [n for n in (*status_notes((*runs_a, *runs_b)), targets_note((*runs_a, *runs_b)), workloads, deployments,
                          reproducibility, *mixed_side_notes(runs_a, runs_b)) if n]
     if json_out:
-        metrics = [d.as_dict() for d in diffs] if ci else summary_diffs(runs_a, runs_b)  # (--no-ci: no interval)
+        metrics = [d.as_dict() for d in diffs] if ci else summary_diffs(runs_a, runs_b, metrics_wanted)  # (no interval)
         by_model = ({m: [d.as_dict() for d in ds] for m, ds in model_diffs.items()} if ci
                     else by_model_diffs_json(runs_a, runs_b))
         notes += [n for n in (covers_note(metrics, (*runs_a, *runs_b)),) if n]  # (the tables' caption says it)

@@ -126,13 +126,45 @@ def test_json_metrics_have_the_tables_verdict_and_whether_it_is_better(rejecting
     for m in found["metrics"]:
         label = "SLO attainment" if m["metric"] == "slo_attainment" else f"{m['metric']} {m['stat']} (s)"
         row = next(ln for ln in table.splitlines() if ln.startswith(f"│ {label} "))
-        assert m["verdict"] == row.strip("│ ").split("│")[-1].strip(), (m, row)
+        word = m["verdict"] or ("- (too few values)" if m["no_verdict"] else "-")
+        assert word == row.strip("│ ").split("│")[-1].strip(), (m, row)
         assert m["higher_is_better"] is (m["metric"] == "slo_attainment")
-        if m["verdict"] != "within noise":
+        if m["verdict"] not in ("within noise", None):
             assert m["outcome"] == ("better" if (m["verdict"] == "B higher") == m["higher_is_better"] else "worse")
     by = {(m["metric"], m["stat"]): m for m in found["metrics"]}
     assert (by["slo_attainment", "mean"]["verdict"], by["slo_attainment", "mean"]["outcome"]) == ("B higher", "better")
-    assert (by["ttft", "p99"]["verdict"], by["ttft", "p99"]["outcome"]) == ("B lower", "better")
+    # (a p99 of these few requests gets its interval but no verdict: it needs 1,000 values a side)
+    p99 = by["ttft", "p99"]
+    assert (p99["verdict"], p99["outcome"]) == (None, None) and p99["high"] < 0 and p99["no_verdict"].startswith("p99")
+    assert (by["ttft", "p50"]["verdict"], by["ttft", "p50"]["outcome"]) == ("B lower", "better")
     no_ci = _json(rejecting, "--no-ci")["metrics"]
     assert all(m["verdict"] is None and m["outcome"] is None for m in no_ci)
     assert [m["higher_is_better"] for m in no_ci] == [m["higher_is_better"] for m in found["metrics"]]
+
+
+def _ci_md_gate() -> str:
+    """The gate's Python in docs/ci.md (between `python - <<'EOF'` and `EOF`)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ci.md").read_text()
+    return text.split("python - <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+
+
+def test_metrics_names_a_gates_primary_metrics_and_the_ci_md_gate_refuses_one_run_a_side(rejecting, tmp_path):
+    """Fifteen verdicts a comparison, and docs/ci.md's gate failed on any: an unchanged candidate failed it 76 times
+    in 190, one run a side. `--metrics` names the few a gate judges, and the gate refuses one run a side (its
+    intervals hold no seed-to-seed variation)."""
+    import subprocess
+    import sys
+
+    found = _json(rejecting, "--metrics", "ttft:p50,slo_attainment")
+    assert [(m["metric"], m["stat"]) for m in found["metrics"]] == [("slo_attainment", "mean"), ("ttft", "p50")]
+    assert found["seed_variation_included"] is False and "of one run a side" in found["interval_over"]
+    assert [m["metric"] for m in _json(rejecting, "--no-ci", "--metrics", "e2e:p90")["metrics"]] == ["e2e"]
+    bad = CliRunner().invoke(app, ["runs", "compare", "1", "2", "--db", rejecting, "--metrics", "ttft:p95"])
+    assert bad.exit_code == 2 and "--metrics: 'ttft:p95' is not a compared metric" in bad.output
+    (tmp_path / "cmp.json").write_text(json.dumps(found))
+    gate = subprocess.run([sys.executable, "-c", _ci_md_gate()], cwd=tmp_path, capture_output=True, text=True)
+    assert gate.returncode == 1 and "refused: compare several seeds a side" in gate.stderr
+    found["seed_variation_included"] = True  # (as several seeds a side give it): B rejected half: a regression
+    (tmp_path / "cmp.json").write_text(json.dumps(found))
+    gate = subprocess.run([sys.executable, "-c", _ci_md_gate()], cwd=tmp_path, capture_output=True, text=True)
+    assert gate.returncode == 1 and "regression: worse" in gate.stderr and "completed fewer: True" in gate.stderr

@@ -78,7 +78,8 @@ def stored(tmp_path_factory):
 def test_stored_runs_one_against_itself_and_against_more_replicas(stored):
     _, engine, runs = stored
     itself = compare_runs(engine, [runs[1, 0]], [runs[1, 1]], n_resamples=300)  # seeds replay the same trace
-    assert all(d.within_noise and d.diff == 0 for d in itself if d.diff is not None)
+    assert all((d.within_noise or d.no_verdict) and d.diff == 0 for d in itself if d.diff is not None)
+    assert _by(itself, "ttft", "p99").no_verdict.startswith("p99 over 400 values")  # (a p99 needs 1,000)
     more = compare_runs(engine, [runs[1, 0]], [runs[4, 0]], n_resamples=300)
     assert _by(more, "slo_attainment", "mean").low > 0 and _by(more, "ttft", "p99").high < 0
     both = compare_runs(engine, [runs[1, 0], runs[1, 1]], [runs[4, 0], runs[4, 1]], n_resamples=200)
@@ -283,3 +284,50 @@ def test_several_runs_a_side_of_nested_requests_are_compared_over_those_every_ru
         [s.values["ttft"][:800] for s in side_a]))))
     other = [_sample(20, base[:800], np.array([f"x{i}" for i in range(800)], dtype=object))]
     assert _by(compare_samples(side_a, other + side_b[:1], n_resamples=100), "ttft", "p50").covers is None
+
+
+def test_one_run_a_side_says_its_intervals_hold_no_seed_variation_and_several_runs_say_they_do():
+    """Two seeds of one configuration read "different" on a quarter of their metrics with one run a side: the
+    intervals are over requests, and nothing said that seed-to-seed variation was not in them."""
+    from controlplane.cli.compare_ci import ci_table
+
+    rng = np.random.default_rng(8)
+    ids = np.array([f"r{i:04d}" for i in range(1000)], dtype=object)
+    runs = [_sample(i, rng.exponential(0.5, 1000), ids) for i in range(4)]
+    one = compare_samples(runs[:1], runs[1:2], n_resamples=100)
+    assert {d.interval_over for d in one} == {"blocks of 20 consecutive requests by arrival of one run a side, "
+                                              "paired; seed-to-seed variation not included"}
+    assert all(d.as_dict()["seed_variation_included"] is False for d in one)
+    caption = ci_table(one, "t", 0.95).caption
+    assert "! one run a side: the intervals hold the requests' variation, not the seeds'" in caption
+    several = compare_samples(runs[:2], runs[2:], n_resamples=100, metrics=[("ttft", "mean")])
+    assert several[0].seed_variation_included is True and "seed-to-seed variation included" in several[0].interval_over
+    assert "! one run a side" not in ci_table(several, "t", 0.95).caption
+
+
+def test_runs_of_the_same_ids_whose_arrivals_differ_are_not_paired():
+    """A trace's Poisson arrivals drawn by each run's seed: request '10' at 2.847 s in one run, 1.893 s in the other,
+    compared "paired" as if the same requests."""
+    rng = np.random.default_rng(9)
+    ids = np.array([str(i) for i in range(400)], dtype=object)
+    a, b = _sample(1, rng.exponential(0.5, 400), ids), _sample(2, rng.exponential(0.5, 400), ids)
+    a.arrivals, b.arrivals = np.cumsum(rng.exponential(0.3, 400)), np.cumsum(rng.exponential(0.3, 400))
+    assert _by(compare_samples([a], [b], n_resamples=100), "ttft", "mean").method == "independent"
+    b.arrivals = a.arrivals + 5.0 + 1e-9  # the same offsets from each run's first arrival (a live run's clock): paired
+    assert _by(compare_samples([a], [b], n_resamples=100), "ttft", "mean").method == "paired"
+
+
+def test_a_percentile_over_too_few_values_gets_no_verdict():
+    """40 requests a side: their p99 is their largest, and got a confident "B higher". A percentile q needs
+    10/(1-q) values a side (p50: 20, p90: 100, p99: 1,000) for a verdict; its interval stays."""
+    ids = np.array([f"r{i}" for i in range(40)], dtype=object)
+    a = _sample(1, np.linspace(0.1, 1.0, 40), ids)
+    b = _sample(2, np.linspace(0.1, 1.0, 40) * 1.5, ids)
+    diffs = compare_samples([a], [b], n_resamples=200)
+    p99, p90, p50 = (_by(diffs, "ttft", s) for s in ("p99", "p90", "p50"))
+    assert p99.low is not None and p99.low > 0  # (an interval that excludes 0 ...)
+    assert (p99.within_noise, p99.verdict, p99.outcome) == (None, None, None)  # (... and no verdict)
+    assert p99.no_verdict == ("p99 over 40 values: a percentile q needs 10/(1-q) = 1,000 values behind it for a "
+                              "verdict (10 beyond it)")
+    assert p90.no_verdict is not None and p50.no_verdict is None and p50.outcome == "worse"
+    assert p99.as_dict()["no_verdict"] == p99.no_verdict and p99.as_dict()["outcome"] is None
