@@ -26,6 +26,7 @@ from controlplane.config_files import read_config_file
 from controlplane.errors import ConfigError
 from controlplane.guardian_config import GuardiansConfig, empty_list
 from controlplane.hardware.cost import DEFAULT_GPU_PRICES, canonical_prices
+from controlplane.hardware.own_specs import OwnGPUs, OwnModels, validated_cluster
 
 #: The built-in plugins a run enables when the config names none: one per policy family.
 DEFAULT_PLUGINS: tuple[str, ...] = (
@@ -121,22 +122,14 @@ class ModelDeployment(_Section):
                                       {"value": repr(value)})
         return value
 
-    @field_validator("precision", "model_spec")
+    @field_validator("precision", "model_spec", mode="before")
     @classmethod
-    def _known(cls, value: str | None, info: Any) -> str | None:
-        """A precision or ``model_spec`` the catalogue knows (checked when the config loads, not when a run starts);
-        precision ``auto``: the live worker's own choice (`controlplane.live.model_source`)."""
-        if value is not None and not (info.field_name == "precision" and value == "auto"):
-            from controlplane.hardware.specs import get_model, get_precision
+    def _known(cls, value: Any, info: Any) -> Any:
+        """A precision or ``model_spec`` the catalogue (or ``cluster.model_specs``) knows, checked when the config
+        loads (`controlplane.hardware.deployment_fit.known_setting`)."""
+        from controlplane.hardware.deployment_fit import known_setting
 
-            try:
-                (get_precision if info.field_name == "precision" else get_model)(value)
-            except KeyError as exc:
-                from pydantic_core import PydanticCustomError
-
-                text = str(exc).replace("; known: ", "; known: auto, ") if info.field_name == "precision" else str(exc)
-                raise PydanticCustomError("unknown_spec", text) from None
-        return value
+        return known_setting(info.field_name, value)
 
 
 class ClusterConfig(_Section):
@@ -144,6 +137,14 @@ class ClusterConfig(_Section):
     max_retries: int = Field(2, ge=0)  # re-routes after a worker failure before failing a request
     # USD per GPU-hour by GPU type (controlplane.hardware.cost): the run's cost in its summary
     gpu_prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GPU_PRICES))
+    gpus: OwnGPUs = Field(default_factory=dict)  # GPUs of one's own by name (controlplane.hardware.own_specs)
+    model_specs: OwnModels = Field(default_factory=dict)  # models of one's own by name, for model_spec
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _own_specs(cls, data: Any, handler: Any) -> ClusterConfig:
+        """Its own GPUs and models known to its checks and, once valid, to its run (`validated_cluster`)."""
+        return validated_cluster(data, handler)
 
     @field_validator("gpu_prices")
     @classmethod

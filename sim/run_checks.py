@@ -68,6 +68,8 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
         _check_latency_models(config, enabled, available, where)
         _check_memory_plans(config, config.plugins.enabled, available, where)
     _warn_unknown_gpus(config, warn, path)
+    if simulated:
+        _warn_unknown_models(config, warn, path)
     return config
 
 
@@ -184,13 +186,25 @@ def refuse_unplannable(config: RunConfig, planner: Any, where: str, *, fallback:
             raise ConfigError(
                 f"{where}cluster.models.{i}.gpu: unknown gpu {d.gpu!r}{did_you_mean(d.gpu, GPUS, cutoff=0.85)}; "
                 f"known: {', '.join(sorted(GPUS))} ({plan}: {known_model(d).name}'s KV cache is what the GPU's memory "
-                "leaves); give a catalogue GPU, or the cache's size as num_kv_blocks") from None
+                "leaves); give a catalogue GPU, one of your own described under cluster.gpus.NAME (memory_gib, "
+                "fp16_tflops, memory_bandwidth_gb_s), or the cache's size as num_kv_blocks") from None
         try:
             getattr(planner, "kv_blocks", lambda d: None)(d)
         except ValueError as exc:
             raise ConfigError(f"{where}cluster.models.{i}: {exc} ({plan}: {fraction} of each GPU, less the weights, "
                               "must hold one request's KV cache); give more gpus_per_replica, a GPU with more memory, "
                               "a lower precision, or num_kv_blocks") from None
+
+
+def _warn_unknown_models(config: RunConfig, warn: Callable[[str], None], path: Any) -> None:
+    """A deployment whose latency model times a model the catalogue lacks runs with an unlimited KV cache and the
+    default cold start unless it gives them: said once per deployment
+    (`controlplane.hardware.unplanned.unknown_model_warning`)."""
+    from controlplane.hardware.unplanned import unknown_model_warning
+
+    for i, d in enumerate(config.cluster.models):
+        if (text := unknown_model_warning(d, f"cluster.models.{i}")) is not None:
+            warn(f"{path}: {text}" if path else text)
 
 
 def _warn_unknown_gpus(config: RunConfig, warn: Callable[[str], None], path: Any) -> None:

@@ -88,23 +88,28 @@ def unknown_gpu_names(prices: Mapping[str, float], used: Mapping[str, str]) -> l
     """What is wrong with a config's GPU names, for a warning each: a GPU a deployment or guardian runs on (``used``:
     {its config key: the name}) that the catalogue lacks and ``prices`` do not price (its cost would be unknown), and
     a price for a GPU the catalogue lacks that nothing of the config runs on (it prices nothing); each with the
-    catalogue's names it is probably a typo of."""
+    catalogue's names it is probably a typo of. A GPU of ``cluster.gpus`` is known, and warned of without a price."""
     from controlplane.errors import did_you_mean
-    from controlplane.hardware.specs import GPUS, _GPU_ALIASES
+    from controlplane.hardware.specs import GPUS, _GPU_ALIASES, own_specs
 
-    known = (*GPUS, *_GPU_ALIASES)
+    own = own_specs("gpu")  # (cluster.gpus: known, but priced only where given a price)
+    known = (*GPUS, *_GPU_ALIASES, *own)
     out = []
     names = set()
     for key, gpu in used.items():
         names.add(_same_gpu_key(gpu))
-        if _canonical(gpu) not in GPUS and not _priced(gpu, prices):
+        if _canonical(gpu) in own and not _priced(gpu, prices):
+            out.append(f"{key}: gpu {gpu!r} (cluster.gpus.{_canonical(gpu)}) has no price, so the run's cost is "
+                       f"unknown; give cluster.gpus.{_canonical(gpu)}.price_per_hour")
+        elif _canonical(gpu) not in GPUS and _canonical(gpu) not in own and not _priced(gpu, prices):
             out.append(f"{key}: unknown gpu {gpu!r}{did_you_mean(gpu, known, cutoff=0.85)}: neither the GPU "
                        f"catalogue ({', '.join(sorted(GPUS))}) nor cluster.gpu_prices has it, so the run's cost is "
                        f"unknown; give a catalogue GPU, or its price as cluster.gpu_prices.{gpu}")
     for gpu in prices:
         if gpu not in GPUS and _same_gpu_key(gpu) not in names:
-            out.append(f"cluster.gpu_prices.{gpu}: unknown gpu{did_you_mean(gpu, known, cutoff=0.85)}, and no model "
-                       "or guardian of this config runs on it: the price prices nothing")
+            what = "a GPU of cluster.gpus" if gpu in own else f"unknown gpu{did_you_mean(gpu, known, cutoff=0.85)}"
+            out.append(f"cluster.gpu_prices.{gpu}: {what}, and no model or guardian of this config runs on it: the "
+                       "price prices nothing")
     return out
 
 

@@ -18,9 +18,10 @@ from typing import Any
 from controlplane.hardware.memory_plan import known_model, planned_precision, weights_bytes_per_gpu
 from controlplane.hardware.profile_format import PROFILE_FORMAT
 from controlplane.hardware.specs import get_gpu, get_model, get_precision
+from controlplane.hardware.unplanned import unused_load_bandwidth
 
 __all__ = ["FIX_PROFILE_PRECISION", "FIX_TENSOR_PARALLEL", "check_deployment", "default_setting_mismatch",
-           "default_tensor_parallel_mismatch", "latency_tensor_parallel", "model_mismatch", "profile_precision",
+           "default_tensor_parallel_mismatch", "known_setting", "latency_tensor_parallel", "model_mismatch", "profile_precision",
            "setting_mismatch", "tensor_parallel_mismatch", "weights_misfit"]
 
 GiB = 2**30
@@ -67,9 +68,32 @@ def check_deployment(deployment: Any) -> Any:
                 key, setting, getattr(deployment, key), whose, None if whose is None else FIX_PROFILE_PRECISION))
     if (why := model_mismatch(deployment)) is not None:
         raise PydanticCustomError("model_mismatch", why)
+    if (why := unused_load_bandwidth(deployment)) is not None:
+        raise PydanticCustomError("unused_load_bandwidth", why)
     if (why := weights_misfit(deployment)) is not None:
         raise PydanticCustomError("does_not_fit", why)
     return deployment
+
+
+def known_setting(field: str, value: Any) -> Any:
+    """A deployment's ``precision`` or ``model_spec`` as given, when the catalogue (or the config's own
+    ``cluster.model_specs``) knows it; precision ``auto`` is the live worker's own choice
+    (`controlplane.live.model_source`). A pydantic error saying what is known, or how to describe a model of one's
+    own (a ``model_spec`` given as its shape); anything but a string is left to the field's type."""
+    from pydantic_core import PydanticCustomError
+
+    if field == "model_spec" and isinstance(value, dict):
+        raise PydanticCustomError("model_spec_shape", "model_spec names a model, got its shape: describe it under "
+                                  "cluster.model_specs.NAME (num_layers, hidden_size, num_heads, num_kv_heads, "
+                                  "intermediate_size, vocab_size, ...) and give model_spec: NAME")
+    if not isinstance(value, str) or (field == "precision" and value == "auto"):
+        return value
+    try:
+        (get_precision if field == "precision" else get_model)(value)
+    except KeyError as exc:
+        text = str(exc).replace("; known: ", "; known: auto, ") if field == "precision" else str(exc)
+        raise PydanticCustomError("unknown_spec", text) from None
+    return value
 
 
 def model_mismatch(deployment: Any, timed: Any = None, whose: str = "latency.model") -> str | None:

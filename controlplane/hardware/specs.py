@@ -9,6 +9,7 @@ Hugging Face config with :meth:`ModelSpec.from_hf_config`.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -241,6 +242,21 @@ class UnknownSpecError(KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+#: The config's own GPUs and models (`cluster.gpus`, `cluster.model_specs`: `controlplane.hardware.own_specs`):
+#: while a config is validated, its own alone (a context); else those of the configs validated in this process
+#: (the last one's definition of a name).
+_OWN: contextvars.ContextVar[dict[str, dict[str, Any]] | None] = contextvars.ContextVar("own_specs", default=None)
+_REGISTERED: dict[str, dict[str, Any]] = {"gpu": {}, "model": {}}
+#: Where a name the catalogue lacks may be described, by kind.
+_OWN_KEY = {"gpu": "cluster.gpus", "model": "cluster.model_specs"}
+
+
+def own_specs(kind: str) -> dict[str, Any]:
+    """The own GPUs (``kind`` ``gpu``) or models (``model``) a lookup finds besides the catalogue's, by name."""
+    current = _OWN.get()
+    return (current if current is not None else _REGISTERED)[kind]
+
+
 def _lookup(table: Mapping[str, Any], aliases: Mapping[str, str], key: str, kind: str) -> Any:
     if key in table:
         return table[key]
@@ -251,16 +267,23 @@ def _lookup(table: Mapping[str, Any], aliases: Mapping[str, str], key: str, kind
     hit = lowered.get(key.lower()) or short.get(key.lower().split("/")[-1])
     if hit is not None:
         return table[hit] if hit in table else table[aliases[hit]]
+    own = {k.lower(): spec for k, spec in own_specs(kind).items()}
+    if key.lower() in own:
+        return own[key.lower()]
+    mine = f"; of your own: {', '.join(sorted(own_specs(kind)))}" if own else ""
     raise UnknownSpecError(f"unknown {kind} {key!r}; known: {', '.join(sorted(table))} (aliases: "
-                           f"{', '.join(sorted(aliases))})")
+                           f"{', '.join(sorted(aliases))}){mine}; describe one of your own under "
+                           f"{_OWN_KEY[kind]}.NAME (docs/configuration.md)")
 
 
 def get_model(model: str | ModelSpec) -> ModelSpec:
-    """Catalogue lookup (exact name, alias, or case-insensitive repo-less name)."""
+    """Catalogue lookup (exact name, alias, or case-insensitive repo-less name), else the config's own models
+    (`own_specs`, in any case)."""
     return model if isinstance(model, ModelSpec) else _lookup(MODELS, _MODEL_ALIASES, model, "model")
 
 
 def get_gpu(gpu: str | GPUSpec) -> GPUSpec:
+    """Catalogue lookup (exact name, alias, in any case), else the config's own GPUs (`own_specs`, in any case)."""
     return gpu if isinstance(gpu, GPUSpec) else _lookup(GPUS, _GPU_ALIASES, gpu, "gpu")
 
 

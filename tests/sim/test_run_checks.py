@@ -37,8 +37,9 @@ def test_an_unknown_gpu_under_a_known_model_is_named_by_its_key(tmp_path):
     assert str(caught.value).startswith(
         f"invalid configuration in {path}:\n  cluster.models.0.gpu: unknown gpu 'a100-40gb' (did you mean "
         "'a100-80gb'?); known: a100-80gb, a10g, cpu, h100-80gb, h200, l4 (static-memory's plan: "
-        "meta-llama/Llama-2-7b-hf's KV cache is what the GPU's memory leaves); give a catalogue GPU, or the cache's "
-        "size as num_kv_blocks")
+        "meta-llama/Llama-2-7b-hf's KV cache is what the GPU's memory leaves); give a catalogue GPU, one of your own "
+        "described under cluster.gpus.NAME (memory_gib, fp16_tflops, memory_bandwidth_gb_s), or the cache's size as "
+        "num_kv_blocks")
     _check(*_config(tmp_path, {"latency_model": "linear", "model_spec": LLAMA7, "gpu": "a100-40gb",
                                "num_kv_blocks": 100}))  # (a cache sized by the config: nothing to plan)
 
