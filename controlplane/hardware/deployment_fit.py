@@ -12,11 +12,10 @@ deployment would otherwise be timed on one number of GPUs and billed on another,
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from controlplane.hardware.memory_plan import known_model, planned_precision, weights_bytes_per_gpu
-from controlplane.hardware.profile_format import PROFILE_FORMAT
+from controlplane.hardware.profile_hardware import profile_gpu, profile_meta, profile_tensor_parallel
 from controlplane.hardware.specs import get_gpu, get_model, get_precision
 from controlplane.hardware.unplanned import unused_load_bandwidth
 
@@ -39,6 +38,11 @@ FIX_SETTING = {
 #: How to make a `measured` profile's precision and the deployment's agree.
 FIX_PROFILE_PRECISION = ("give a profile timed in {given} (controlplane profile --precision {given}, or controlplane "
                          "calibrate a run of a worker in {given}), or leave precision out (it follows the profile's)")
+#: How to make a `measured` profile's device (its GPU) and tensor_parallel agree with the deployment's, by key.
+FIX_PROFILE = {"precision": FIX_PROFILE_PRECISION,
+               "gpu": "give a profile timed on {given}, or leave gpu out (it follows the profile's device)"}
+FIX_PROFILE_GPUS = ("give a profile timed on {given} GPUs a replica, or leave gpus_per_replica out (it follows the "
+                    "profile's tensor_parallel)")
 
 
 def check_deployment(deployment: Any) -> Any:
@@ -49,23 +53,37 @@ def check_deployment(deployment: Any) -> Any:
     differ, or where the model does not fit its GPUs (`weights_misfit`)."""
     from pydantic_core import PydanticCustomError
 
-    tp = latency_tensor_parallel(deployment.latency)
+    meta = _measured_profile(deployment)
+    tp, whose = latency_tensor_parallel(deployment.latency), None
+    if tp is None and meta is not None and (tp := profile_tensor_parallel(meta)) is not None:
+        whose = f"the measured profile {deployment.latency.get('path')}'s tensor_parallel"
     if tp is not None and tp != deployment.gpus_per_replica:
         if "gpus_per_replica" in deployment.model_fields_set:
-            raise PydanticCustomError("tensor_parallel", tensor_parallel_mismatch(tp, deployment.gpus_per_replica))
+            raise PydanticCustomError("tensor_parallel", tensor_parallel_mismatch(
+                tp, deployment.gpus_per_replica, whose or "latency.tensor_parallel", whose and FIX_PROFILE_GPUS))
         _derive(deployment, "gpus_per_replica", tp)
+    given = deployment.model_fields_set
     for key in ("gpu", "precision"):
-        setting, whose = _timed_setting(deployment, key)
+        setting, whose = _timed_setting(deployment, key, meta)
         timed = _catalogue(key, setting)
-        if timed is None and whose is not None and setting is not None and key not in deployment.model_fields_set:
-            raise PydanticCustomError(f"unknown_{key}", unknown_profile_setting(key, setting, whose))
+        if timed is None and whose is not None and setting is not None:
+            if key == "precision" and key not in given:
+                raise PydanticCustomError(f"unknown_{key}", unknown_profile_setting(key, setting, whose))
+            if key == "gpu" and key not in given:
+                _derive(deployment, key, setting)  # (a GPU of one's own the config neither describes nor prices)
+            elif key == "gpu" and setting.lower() not in (deployment.gpu.lower(), _gpu_name(deployment.gpu).lower()):
+                raise PydanticCustomError("gpu_mismatch", setting_mismatch(key, setting, deployment.gpu, whose,
+                                                                           FIX_PROFILE[key]))
+            continue
         if timed is None or _same(key, timed, getattr(deployment, key)):
             continue
-        if key not in deployment.model_fields_set:
+        if key not in given:
             _derive(deployment, key, timed.name)
+        elif key == "gpu" and whose is not None and timed.name == "cpu":
+            continue  # (a profile timed on the CPU may stand for a GPU the config names: the project's own runs)
         elif not (key == "precision" and deployment.precision == "auto"):  # (the live worker's choice)
             raise PydanticCustomError(f"{key}_mismatch", setting_mismatch(
-                key, setting, getattr(deployment, key), whose, None if whose is None else FIX_PROFILE_PRECISION))
+                key, setting, getattr(deployment, key), whose, None if whose is None else FIX_PROFILE[key]))
     if (why := model_mismatch(deployment)) is not None:
         raise PydanticCustomError("model_mismatch", why)
     if (why := unused_load_bandwidth(deployment)) is not None:
@@ -182,38 +200,54 @@ def setting_mismatch(key: str, timed: Any, given: Any, whose: str | None = None,
     return f"{whose} ({timed}) and {key} ({given}) disagree: {what}; {(fix or FIX_SETTING[key]).format(given=given)}"
 
 
-def _timed_setting(deployment: Any, key: str) -> tuple[Any, str | None]:
+def _measured_profile(deployment: Any) -> dict[str, Any] | None:
+    """The metadata of a `measured` deployment's profile (`profile_meta`), None for another latency model."""
+    if deployment.latency_model != "measured" or not isinstance(deployment.latency, dict):
+        return None
+    return profile_meta(deployment.latency.get("path"))
+
+
+def _timed_setting(deployment: Any, key: str, meta: dict[str, Any] | None) -> tuple[Any, str | None]:
     """The ``gpu`` or ``precision`` the deployment's latency model times a replica with, and where that comes from
-    when not from ``latency.KEY`` (None): a `measured` profile's precision is its file's ``precision`` (one
-    profile per model, device, precision and compile mode; `profile_precision`)."""
+    when not from ``latency.KEY`` (None): a `measured` profile's (``meta``: its metadata) is its file's ``device``
+    (`profile_gpu`: ``cpu``, a GPU's name, a CUDA device's by its name) or ``precision`` (one profile per model,
+    device, precision and compile mode; `profile_precision`)."""
     latency = deployment.latency if isinstance(deployment.latency, dict) else {}
-    if key in latency or key != "precision" or deployment.latency_model != "measured":
+    if key in latency or meta is None:
         return latency.get(key), None
     path = latency.get("path")
-    return profile_precision(path), f"the measured profile {path}'s precision"
+    if key == "gpu":
+        return profile_gpu(meta), f"the measured profile {path}'s device"
+    return _precision_of(meta), f"the measured profile {path}'s precision"
+
+
+def _gpu_name(gpu: str) -> str:
+    """The catalogue's (or the config's own) name of ``gpu``, else ``gpu``."""
+    timed = _catalogue("gpu", gpu)
+    return gpu if timed is None else timed.name
+
+
+def _precision_of(meta: dict[str, Any]) -> str | None:
+    """A profile's precision (``fp16`` where it says none, as the format's default)."""
+    precision = meta.get("precision", "fp16")
+    return precision if isinstance(precision, str) else None
 
 
 def profile_precision(path: Any) -> str | None:
     """The precision a ``controlplane-profile/1`` file says it was timed in (``fp16`` where it says none, as the
     format's default); None where ``path`` is no readable profile (the latency model's own error says why)."""
-    import json
-
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8-sig"))  # (a byte-order mark read as the profile is)
-    except (OSError, TypeError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
-        return None
-    precision = doc.get("precision", "fp16")
-    return precision if isinstance(precision, str) else None
+    meta = profile_meta(path)
+    return None if meta is None else _precision_of(meta)
 
 
-def tensor_parallel_mismatch(tensor_parallel: int, gpus_per_replica: int, whose: str = "latency.tensor_parallel") -> str:
+def tensor_parallel_mismatch(tensor_parallel: int, gpus_per_replica: int, whose: str = "latency.tensor_parallel",
+                             fix: str | None = None) -> str:
     """The message of a latency model timing a replica on ``tensor_parallel`` GPUs while ``gpus_per_replica`` bills
-    and plans it on another number. ``whose``: where the first number comes from."""
+    and plans it on another number. ``whose``: where the first number comes from; ``fix``: how to make them agree
+    (`FIX_TENSOR_PARALLEL`'s by default, with ``{given}`` for ``gpus_per_replica``)."""
     return (f"{whose} ({tensor_parallel}) and gpus_per_replica ({gpus_per_replica}) disagree: the latency model times "
             f"a replica on {tensor_parallel} GPU{'s' if tensor_parallel != 1 else ''}, while its GPU-seconds, cost and "
-            f"memory plan count {gpus_per_replica}; {FIX_TENSOR_PARALLEL}")
+            f"memory plan count {gpus_per_replica}; {(fix or FIX_TENSOR_PARALLEL).format(given=gpus_per_replica)}")
 
 
 def default_tensor_parallel_mismatch(deployment: Any, factory: Any, name: str) -> str | None:
