@@ -14,9 +14,13 @@ the trace's span), ``chunk`` at a time:
    measured cost, so none of them could have been cheaper.
 4. **Confirm**: the cheapest candidate meeting the target on the full trace, and the
    ``neighbours`` next-cheaper candidates it beat, replay the full trace once per seed in
-   ``confirm_seeds``. The winner must meet the target on every seed; a neighbour that does
-   replaces it (the screen was wrong about it) and the confirmation repeats; a winner that fails
-   on a seed gives way to the next cheapest (screening further chunks if need be).
+   ``confirm_seeds``: seeds other than ``select_seed``, under which steps 1 to 3 ran, so the luck
+   that chose a candidate does not vouch for it (`sim.sweep.search_seeds`). The winner must meet
+   the target on every confirmation seed; a neighbour that does replaces it (the screen was wrong
+   about it) and the confirmation repeats; a winner that fails on a seed gives way to the next
+   cheapest (screening further chunks if need be). The winner's spread over those seeds and its
+   margin over the target are reported, with a warning where the margin is within seed noise
+   (`sim.sweep.search_margin`).
 
 A candidate a run of which raises (on any stage or seed) is failed: rejected with its error, not
 measured, never confirmed; the search's sweep is then stored ``failed``, as a sweep with failed runs.
@@ -44,6 +48,9 @@ from sim.sweep.backends import Backend, check_ray_address, make_backend
 from sim.sweep.interrupt import interrupt_deferred, interrupts_held_while_stopping
 from sim.sweep.messages import said_once, say_repeats
 from sim.sweep.run import read_traces, spec_trace_read, trace_id, transforms_of, with_rows_left_out
+from sim.sweep.search_margin import confirm_spread, margin_warning
+from sim.sweep.search_seeds import confirm_seeds as confirm_seeds_of
+from sim.sweep.search_seeds import reused_seed_note, search_seeds, select_seed, unused_seeds_note
 from sim.sweep.seeds import same_under_every_seed
 from sim.sweep.spec import LoadedSpec, point_key
 from sim.sweep.spec_prices import check_gpu_prices
@@ -75,9 +82,10 @@ class Candidate:
     attainment: float | None = None  # at that stage (an upper bound when stopped)
     stopped: bool = False
     cost: float | None = None  # measured (scaled to the full trace) when it ran to the end
-    by_seed: dict[int, float] = field(default_factory=dict)  # confirmation: attainment per seed
+    by_seed: dict[int, float] = field(default_factory=dict)  # confirmation: attainment per confirm seed
     cost_by_seed: dict[int, float] = field(default_factory=dict)
     summary_by_seed: dict[int, dict[str, Any]] = field(default_factory=dict)  # full replays: each seed's summary
+    selection_attainment: float | None = None  # its full-trace replay under the selection seed
     error: str | None = None  # a run of it raised (a bad plugin setting, say): failed, rejected with it
     failed_run: dict[str, Any] | None = None  # that run's stage and seed
 
@@ -90,6 +98,8 @@ class Candidate:
                                "stage": self.stage, "stopped": self.stopped}
         if self.cost is None:  # (its initial replicas held for the trace's span: no drain of a backlog after it)
             out["cost_lower_bound"] = True
+        if self.selection_attainment is not None:
+            out["selection_attainment"] = _r(self.selection_attainment)
         if self.by_seed:
             out["attainment_by_seed"] = {str(k): _r(v) for k, v in sorted(self.by_seed.items())}
             out["attainment"] = _r(min(self.by_seed.values()))
@@ -125,8 +135,14 @@ class SearchResult:
     stored: int | None = None
     #: every candidate a run of which raised (any stage, any seed): overrides, stage, error; the sweep is then `failed`
     failed: list[dict[str, Any]] = field(default_factory=list)
-    #: the seeds it replayed under: ``search.confirm_seeds`` (the screen and rungs under the first); not ``seeds``
+    #: the seeds it replayed under (`sim.sweep.search_seeds`): ``select_seed``, then ``confirm_seeds``; not ``seeds``
     seeds: list[int] = field(default_factory=list)
+    select_seed: int = 0  # the screen's, the rungs' and the full trace's
+    confirm_seeds: list[int] = field(default_factory=list)
+    #: the selection seed is among the confirmation's (a spec's confirm_seeds, or none): its luck vouches for the winner
+    selection_seed_confirms: bool = False
+    #: what weakens the answer, as said on stderr: a margin within seed noise, the selection seed confirming
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"best": self.best, "candidates": self.candidates, "runs": self.runs, "wall_s": round(self.wall_s, 2),
@@ -134,14 +150,17 @@ class SearchResult:
                 "target": self.target, "slo": self.slo, "stages": self.stages, "sweep_id": self.sweep_id,
                 "replayed": self.replayed, "skipped_by_cost": self.skipped_by_cost,
                 "seeds_change_nothing": self.seeds_change_nothing, "stored": self.stored, "failed": self.failed,
-                "seeds": self.seeds}
+                "seeds": self.seeds, "select_seed": self.select_seed, "confirm_seeds": self.confirm_seeds,
+                "selection_seed_confirms": self.selection_seed_confirms, "warnings": self.warnings}
 
 
 class _Searcher:
     def __init__(self, loaded: LoadedSpec, backend: Backend, traces: dict[str, list], seed: int, target: float,
                  store: Callable[[RunOutcome], None] | None, on_progress: Callable[[str, int, int], None] | None,
-                 trace_name: str, trace_format: str | None, left_out: dict[str, dict[str, Any]] | None = None) -> None:
+                 trace_name: str, trace_format: str | None, left_out: dict[str, dict[str, Any]] | None = None,
+                 confirm_seeds: list[int] | None = None) -> None:
         self.loaded = loaded
+        self.confirm_seeds = confirm_seeds if confirm_seeds is not None else [seed]
         self.left_out = left_out or {}  # by trace id, the rows its read left out (`read_traces`)
         self.settings = loaded.spec.search
         self.backend = backend
@@ -223,11 +242,13 @@ class _Searcher:
             c.attainment = o.summary.get("slo_attainment") or 0.0
             cost = run_cost(c.config, o.summary)
             c.cost = self._scaled_to_full_trace(cost, o.summary) if fraction < 1 else cost
-            if fraction >= 1:  # a full replay at the search seed: the first of its confirmation
-                c.by_seed[self.seed] = c.attainment
+            if fraction >= 1:  # a full replay at the selection seed: part of its confirmation only if that seed is
+                c.selection_attainment = c.attainment
                 c.summary_by_seed[self.seed] = o.summary
-                if cost is not None:
-                    c.cost_by_seed[self.seed] = cost
+                if self.seed in self.confirm_seeds:  # (a spec's confirm_seeds naming it: `reused_seed_note`)
+                    c.by_seed[self.seed] = c.attainment
+                    if cost is not None:
+                        c.cost_by_seed[self.seed] = cost
             if c.attainment >= threshold:
                 passed.append(c)
         return passed
@@ -257,25 +278,6 @@ class _Searcher:
         return c.attainment >= self.target
 
 
-def search_seeds(loaded: LoadedSpec) -> list[int]:
-    """The seeds a search replays under: ``search.confirm_seeds`` (default 0, 1, 2), the screen and rungs
-    under the first; the spec's ``seeds`` (a sweep's) only when ``confirm_seeds`` is empty, its first alone."""
-    confirm = loaded.spec.search.confirm_seeds
-    return list(dict.fromkeys(confirm)) if confirm else [loaded.spec.seeds[0]]
-
-
-def unused_seeds_note(loaded: LoadedSpec) -> str | None:
-    """A note when the spec sets ``seeds`` that are not the ones the search replays under (None otherwise)."""
-    spec = loaded.spec
-    used = search_seeds(loaded)
-    if "seeds" not in spec.model_fields_set or list(spec.seeds) == used:
-        return None
-    where = ("search.confirm_seeds" + ("" if "confirm_seeds" in spec.search.model_fields_set else ", by default")
-             if spec.search.confirm_seeds else "the first of seeds, search.confirm_seeds being empty")
-    return (f"the spec's seeds {list(spec.seeds)} are a sweep's: this search replays under seeds {used} ({where}; "
-            f"the screen and rungs under {used[0]})")
-
-
 def _order(cands: list[Candidate]) -> list[Candidate]:
     return sorted(cands, key=lambda c: (c.rank_cost, -(c.attainment or 0.0), c.index))
 
@@ -302,12 +304,10 @@ def search(
     t0 = time.perf_counter()
     check_gpu_prices(loaded, str(loaded.path or "sweep spec"))  # (before the trace is read)
     check_no_trace_axes(loaded, str(loaded.path or "sweep spec"))  # (one traffic: `trace.rate_scale` is a sweep's axis)
-    settings = loaded.spec.search
-    confirm_seeds = search_seeds(loaded)
-    seed = confirm_seeds[0]
+    seeds, seed, confirm_seeds = search_seeds(loaded), select_seed(loaded), confirm_seeds_of(loaded)
     path = trace_path or loaded.trace_path()
     fmt = trace_format if trace_format is not None else loaded.trace_format()
-    traces, left_out = read_traces(loaded, confirm_seeds, transforms=transforms_of(loaded), trace_path=path,
+    traces, left_out = read_traces(loaded, seeds, transforms=transforms_of(loaded), trace_path=path,
                                    trace_format=fmt)
     points = loaded.spec.points()
     engine = sweep_id = None
@@ -336,7 +336,7 @@ def search(
     status = "failed"
     stopping = contextlib.ExitStack()  # (once stopped before its end: the cleanup with a further Ctrl-C held)
     try:
-        s = _Searcher(loaded, back, traces, seed, target, store, on_progress, path, fmt, left_out)
+        s = _Searcher(loaded, back, traces, seed, target, store, on_progress, path, fmt, left_out, confirm_seeds)
         cands = [Candidate(i, o, loaded.run_config(o, seed), 0.0) for i, o in enumerate(points)]
         for c in cands:
             c.estimate = estimated_cost(c.config, s.span_s)
@@ -365,23 +365,32 @@ def search(
         status = "failed"  # (as a sweep with failed runs: `runs sweeps --status failed`; the command exits 1)
     full = [c for c in cands if c.stage in ("full", "confirmed") and not c.stopped]  # (stopped: an upper bound)
     front = pareto_front([c.public() for c in full])
-    best_cost = best.public()["cost"] if best else math.inf
+    best_public = _with_spread(best, target, traces) if best else None
+    best_cost = best_public["cost"] if best_public else math.inf
     cheaper = [p for p in (c.public() for c in _order(cands) if c is not best) if p["cost"] < best_cost]
     slo = loaded.base_config.get("slo", {})
     result = SearchResult(
-        best=best.public() if best else None, candidates=len(cands), runs=s.runs, wall_s=time.perf_counter() - t0,
+        best=best_public, candidates=len(cands), runs=s.runs, wall_s=time.perf_counter() - t0,
         rejected_cheaper=sorted(cheaper, key=lambda p: -p["cost"]), pareto=front, cost_unit=cost_unit(),
         target=target, slo={"ttft_s": slo.get("ttft_s"), "tpot_s": slo.get("tpot_s")},
         stages=list(s.stages.values()), sweep_id=sweep_id,
         replayed=sum(c.stage != "skipped" for c in cands), skipped_by_cost=sum(c.stage == "skipped" for c in cands),
         seeds_change_nothing=same_under_every_seed(list(c.summary_by_seed.values()) for c in cands
                                                    if c.stage == "confirmed"),
-        stored=len(stored) if engine is not None else None, seeds=confirm_seeds,
+        stored=len(stored) if engine is not None else None, seeds=seeds, select_seed=seed,
+        confirm_seeds=confirm_seeds, selection_seed_confirms=seed in confirm_seeds,
+        warnings=[w for w in (margin_warning(best_public or {}, target), reused_seed_note(loaded)) if w],
         failed=[{"overrides": c.overrides, **(c.failed_run or {}), "error": c.error} for c in failed])
     if engine is not None:
         finish_sweep(engine, sweep_id, status, result.as_dict(), num_runs=len(stored) + len(failed_ids))
         engine.dispose()
     return result
+
+
+def _with_spread(best: Candidate, target: float, traces: dict[str, list]) -> dict[str, Any]:
+    """The winner's public entry with its spread over the confirmation seeds and its margin (`confirm_spread`)."""
+    requests = sum(len(traces[trace_id(s)]) for s in best.by_seed) / len(best.by_seed)
+    return {**best.public(), **confirm_spread(best.by_seed, target, requests)}
 
 
 class _Scan:

@@ -158,7 +158,10 @@ class SearchSettings(_Section):
     chunk: int = Field(32, ge=1)  # candidates screened per round, cheapest (estimated) first
     cost_bound: bool = True  # skip candidates estimated above the cheapest one found meeting the target
     slack: float = Field(0.03, ge=0, lt=1)  # attainment allowance below the target on a partial trace
-    confirm_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    select_seed: int = 0  # the seed the screen, the rungs and the full trace choose the candidates under
+    #: full replays confirming the winner: seeds other than ``select_seed``, so that the seed that chose a candidate
+    #: (and favoured it by its luck) does not also vouch for it (`sim.sweep.search_seeds`)
+    confirm_seeds: list[int] = Field(default_factory=lambda: [1, 2, 3])
     neighbours: int = Field(3, ge=0)  # next-cheaper rejected candidates confirmed over the seeds too
 
 
@@ -269,6 +272,11 @@ class SweepSpec(_Section):
         if isinstance(storage, dict) and "url" in storage:  # (as the default: a sweep hashed so before resumes)
             base_config = {**base_config, "storage": {**storage, "url": _DEFAULT_STORAGE_URL}}
         data = {"spec": self.model_dump(mode="json", exclude={"name": True, **unset}), "base": base_config}
+        search = data["spec"]["search"]  # (as before select_seed existed and confirm_seeds' default became 1, 2, 3:
+        if search["select_seed"] == 0:  # a sweep replays none of them, and one stored before still resumes)
+            del search["select_seed"]
+        if "confirm_seeds" not in self.search.model_fields_set:
+            search["confirm_seeds"] = [0, 1, 2]
         if self.mode == "random" and list(self.space) != sorted(self.space):  # (the draws follow the keys' order)
             data["space_order"] = list(self.space)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:24]

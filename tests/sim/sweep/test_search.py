@@ -295,20 +295,80 @@ def test_a_failed_candidate_is_not_measured_nor_confirmed_and_fails_the_searchs_
     assert "failed runs (3)" in page and "ConfigError: boom" in page and "RuntimeError: seed 1 broke" in page
 
 
-def test_the_seeds_a_search_uses_are_its_confirm_seeds_and_a_specs_other_seeds_are_noted():
-    """`seeds: [5]` with `confirm_seeds: [7, 8]` ran seeds 7 and 8 and said nothing of 5."""
+def test_a_search_chooses_under_its_select_seed_confirms_under_others_and_notes_a_specs_seeds():
+    """`seeds: [5]` with `confirm_seeds: [7, 8]` chose under seed 0 and confirmed under 7 and 8, saying nothing of 5.
+    (It chose under 7, the first confirm seed, which then vouched for the winner it chose: the winner's curse.)"""
     from sim.sweep.search import search_seeds, unused_seeds_note
+    from sim.sweep.search_seeds import confirm_seeds, reused_seed_note
 
     def loaded(**extra):
         return load_spec(data={**SPEC, **extra})
 
-    assert search_seeds(loaded(seeds=[5], search={"confirm_seeds": [7, 8]})) == [7, 8]
+    assert search_seeds(loaded(seeds=[5], search={"confirm_seeds": [7, 8]})) == [0, 7, 8]
     assert unused_seeds_note(loaded(seeds=[5], search={"confirm_seeds": [7, 8]})) == (
-        "the spec's seeds [5] are a sweep's: this search replays under seeds [7, 8] (search.confirm_seeds; the "
-        "screen and rungs under 7)")
-    assert "(search.confirm_seeds, by default;" in unused_seeds_note(loaded(seeds=[5], search={}))
-    assert search_seeds(loaded(seeds=[5, 6], search={"confirm_seeds": []})) == [5]
-    assert "under seeds [5] (the first of seeds, search.confirm_seeds being empty" in unused_seeds_note(
-        loaded(seeds=[5, 6], search={"confirm_seeds": []}))
+        "the spec's seeds [5] are a sweep's: this search chooses under seed 0 (search.select_seed, by default) and "
+        "confirms under seeds [7, 8] (search.confirm_seeds)")
+    assert "seeds [1, 2, 3] (search.confirm_seeds, by default)" in unused_seeds_note(loaded(seeds=[5], search={}))
+    assert search_seeds(loaded(search={})) == [0, 1, 2, 3] and reused_seed_note(loaded(search={})) is None
+    assert search_seeds(loaded(search={"select_seed": 4, "confirm_seeds": [4, 5]})) == [4, 5]
+    assert "seed 4 both chose the candidates" in reused_seed_note(loaded(search={"select_seed": 4,
+                                                                                 "confirm_seeds": [4, 5]}))
+    assert confirm_seeds(loaded(search={"confirm_seeds": []})) == [0]  # (the selection's own run: no evidence)
+    assert "is not independent of its choice" in reused_seed_note(loaded(search={"confirm_seeds": []}))
     assert unused_seeds_note(loaded(search={"confirm_seeds": [7, 8]})) is None  # (no seeds set: nothing to say)
-    assert unused_seeds_note(loaded(seeds=[7, 8], search={"confirm_seeds": [7, 8]})) is None
+    assert unused_seeds_note(loaded(seeds=[0, 7, 8], search={"confirm_seeds": [7, 8]})) is None
+
+
+def test_the_seed_that_chose_the_winner_does_not_confirm_it():
+    """The winner's curse: seed 0 chose 2 replicas, which met 0.9 on it (0.95) by its luck, and seed 0 was the first
+    of the confirm seeds, so its run counted towards the confirmation (min over 0, 1, 2). The confirmation now
+    replays seeds 1, 2 and 3 only, reports the spread (mean, min, SD) and the margin over the target, and warns when
+    that margin is within seed noise; the winner stays where its margin is clear."""
+    spec = {**SPEC, "trace": {"format": "azure", "limit": 400}, "space": {"cluster.models.0.replicas": [2, 3]},
+            "search": {"screen_fraction": 0.25, "chunk": 2, "neighbours": 0}}
+    near = {(2, "*"): ("finished", 0.95, 1.0), (2, "confirm", 1): ("finished", 0.905, 1.0),
+            (2, "confirm", 2): ("finished", 0.91, 1.0), (2, "confirm", 3): ("finished", 0.902, 1.0),
+            (3, "*"): ("finished", 0.99, 1.0)}
+    scripted = _Scripted(near)
+    d = search(load_spec(data=spec), target=0.9, backend=scripted.backend).as_dict()
+    best = d["best"]
+    assert best["overrides"] == {"cluster.models.0.replicas": 2}
+    assert sorted(t.seed for t in scripted.tasks if t.stage == "confirm") == [1, 2, 3]
+    assert {t.seed for t in scripted.tasks if t.stage != "confirm"} == {0}
+    assert best["attainment_by_seed"] == {"1": 0.905, "2": 0.91, "3": 0.902}  # (seed 0's 0.95 not among them)
+    assert best["selection_attainment"] == 0.95 and best["attainment"] == best["attainment_min"] == 0.902
+    assert abs(best["attainment_mean"] - 0.905667) < 1e-6 and abs(best["attainment_sd"] - 0.00404145) < 1e-6
+    assert abs(best["margin"] - 0.005667) < 1e-6 and best["margin_within_noise"] is True
+    assert (d["select_seed"], d["confirm_seeds"], d["seeds"], d["selection_seed_confirms"]) == (0, [1, 2, 3],
+                                                                                                [0, 1, 2, 3], False)
+    (warning,) = d["warnings"]
+    assert warning.startswith("the winner's margin over the target is within seed noise: its attainment over confirm "
+                              "seeds [1, 2, 3] is 0.9057 on average (min 0.902, SD 0.004), 0.0057 above 0.9")
+
+    clear = {**near, (2, "confirm", 1): ("finished", 0.95, 1.0), (2, "confirm", 2): ("finished", 0.96, 1.0),
+             (2, "confirm", 3): ("finished", 0.955, 1.0)}
+    d = search(load_spec(data=spec), target=0.9, backend=_Scripted(clear).backend).as_dict()
+    assert d["best"]["overrides"] == {"cluster.models.0.replicas": 2}  # (the same winner)
+    assert d["best"]["margin_within_noise"] is False and d["warnings"] == []
+
+    overlapping = {**spec, "search": {**spec["search"], "confirm_seeds": [0, 1, 2]}}  # (named: followed, and told)
+    scripted = _Scripted(clear)
+    d = search(load_spec(data=overlapping), target=0.9, backend=scripted.backend).as_dict()
+    assert sorted(t.seed for t in scripted.tasks if t.stage == "confirm") == [1, 2]  # (seed 0's full run reused)
+    assert d["best"]["attainment_by_seed"] == {"0": 0.95, "1": 0.95, "2": 0.96} and d["selection_seed_confirms"]
+    assert any(w.startswith("seed 0 both chose the candidates (search.select_seed) and confirms them") for w in
+               d["warnings"])
+
+
+def test_a_winners_margin_is_within_noise_under_two_of_the_larger_of_its_seeds_sd_and_the_binomial_error():
+    from sim.sweep.search_margin import confirm_spread
+
+    # the tester's: 0.925, 0.93, 0.923 over 1,000 requests against 0.92 (20 seeds: mean 0.929, SD 0.011, 4 missed)
+    tight = confirm_spread({1: 0.925, 2: 0.93, 3: 0.923}, 0.92, 1000)
+    assert tight["margin_within_noise"] and abs(tight["margin_noise"] - (0.926 * 0.074 / 1000) ** 0.5) < 1e-6
+    # seeds that change nothing (SD 0): the binomial error alone; docs/sweeps.md's benchmark winner is clear
+    same = confirm_spread({1: 0.99989, 2: 0.99989, 3: 0.99989}, 0.99, 8819)
+    assert same["attainment_sd"] == 0 and not same["margin_within_noise"]
+    assert confirm_spread({1: 0.95, 2: 0.99, 3: 0.91}, 0.9, 10**6)["margin_within_noise"]  # (SD 0.04 > margin / 2)
+    one = confirm_spread({1: 0.95}, 0.9, 400)
+    assert one["attainment_sd"] is None and one["margin_within_noise"] is False  # (0.05 > 2 x 0.0109)

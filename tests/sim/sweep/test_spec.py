@@ -48,6 +48,22 @@ def test_a_bad_rate_profile_is_named_when_the_spec_loads(profile, message):
     assert message in str(raised.value)
 
 
+def _search_as_before(dumped: dict) -> dict:
+    """A dumped spec's search section as it was hashed before ``select_seed`` existed and ``confirm_seeds``' default
+    became 1, 2, 3 (a spec leaving both unset: `SweepSpec.spec_hash` hashes it so, and a stored sweep resumes)."""
+    search = {k: v for k, v in dumped["search"].items() if k != "select_seed"}
+    return {**dumped, "search": {**search, "confirm_seeds": [0, 1, 2]}}
+
+
+def test_a_spec_leaving_the_search_seeds_unset_hashes_as_before_they_changed():
+    """`select_seed` (0) and confirm_seeds' default (now 1, 2, 3) left unset hash as before, so a stored sweep of such
+    a spec resumes; a spec that sets another selection seed is another."""
+    plain = load_spec(data={"trace": {"limit": 50}, "space": SPACE})
+    assert plain.hash == load_spec(data={"trace": {"limit": 50}, "space": SPACE,
+                                         "search": {"select_seed": 0, "confirm_seeds": [0, 1, 2]}}).hash
+    assert plain.hash != load_spec(data={"trace": {"limit": 50}, "space": SPACE, "search": {"select_seed": 4}}).hash
+
+
 def test_length_scales_are_the_replays_transforms_and_a_spec_without_them_hashes_as_before():
     import hashlib
     import json
@@ -60,7 +76,7 @@ def test_length_scales_are_the_replays_transforms_and_a_spec_without_them_hashes
     dumped = plain.spec.model_dump(mode="json", exclude={"name": True})
     for key in ("rate_profile", "copies", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens"):
         del dumped["trace"][key]
-    text = json.dumps({"spec": dumped, "base": plain.base_config}, sort_keys=True, default=str)
+    text = json.dumps({"spec": _search_as_before(dumped), "base": plain.base_config}, sort_keys=True, default=str)
     assert plain.spec.spec_hash(plain.base_config) == hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -157,8 +173,8 @@ def test_the_storage_url_does_not_change_the_sweep(monkeypatch):
     import json
 
     plain = load_spec(data={"trace": {"limit": 50}, "space": SPACE})
-    text = json.dumps({"spec": plain.spec.model_dump(mode="json", exclude={"name": True, "trace": {
-        "rate_profile", "copies", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens"}}),
+    text = json.dumps({"spec": _search_as_before(plain.spec.model_dump(mode="json", exclude={"name": True, "trace": {
+        "rate_profile", "copies", "prompt_scale", "output_scale", "max_prompt_tokens", "max_output_tokens"}})),
         "base": plain.base_config}, sort_keys=True, default=str)
     assert plain.hash == hashlib.sha256(text.encode()).hexdigest()[:24]  # (as before: stored sweeps resume)
     for url in ("postgresql+psycopg://postgres@127.0.0.1:5432/t_b", "postgresql+psycopg://me:secret@localhost/t_b"):
