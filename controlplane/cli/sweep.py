@@ -10,7 +10,7 @@ import typer
 
 from controlplane.cli import common
 from controlplane.cli.common import fmt_value, resolve_db, user_errors
-from controlplane.cli.sweep_table import short_names, sweep_table  # noqa: F401 (compare_ci, tests)
+from controlplane.cli.sweep_table import points_table, short_names, sweep_table  # noqa: F401 (compare_ci, tests)
 
 BACKEND_HELP = "ray | pool | serial; default: ray when installed, else a local process pool."
 
@@ -47,7 +47,8 @@ def sweep(
     workers: WorkersOpt = None,
     ray_address: RayOpt = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Start a new sweep even if this spec has one to resume.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="End with one JSON line: sweep id, runs, their summaries.")]
+    json_out: Annotated[bool, typer.Option("--json", help="End with one JSON line: sweep id, runs, their summaries, "
+                                                          "points (each over its seeds).")]
     = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
@@ -58,6 +59,7 @@ def sweep(
     from controlplane.cli.config_checks import check_database_folder
     from controlplane.storage import make_engine
     from sim.sweep import load_spec, run_sweep
+    from sim.sweep.points import point_aggregates
     from sim.sweep.seeds import seeds_change_nothing
     from sim.sweep.store import sweep_runs
 
@@ -103,12 +105,16 @@ def sweep(
                                "resumed": result.resumed, "total": result.total,
                                "skipped": result.skipped, "ran": result.ran, "backend": result.backend,
                                "failed": result.failed, "seeds_change_nothing": same,
-                               "runs": _runs_json(runs)},
+                               "runs": _runs_json(runs), "points": point_aggregates(runs)},
                               sort_keys=True, default=str))
         if result.failed:
             raise typer.Exit(1)  # (a script sees a sweep with failed runs)
         return
     common.out.print(sweep_table(runs, f"sweep {result.sweep_id} ({loaded.name})", width=common.out.width))
+    points = point_aggregates(runs)
+    if any(p["n"] > 1 for p in points):  # (a point a row over its seeds; with one seed each, the runs' table says it)
+        common.out.print(points_table(points, f"sweep {result.sweep_id}: each point over its seeds",
+                                      width=common.out.width))
     from rich.markup import escape  # (an error's `cluster.models[default]`: rich took [default] for a style)
 
     for key, error in list(result.failed.items())[:5]:
@@ -205,6 +211,7 @@ def _print_interrupted_json(url: str, exc: KeyboardInterrupt) -> None:
     ``interrupted``, the sweep id, ``stored`` of ``total`` runs finished, and the runs stored, as a finished
     sweep's line has them. Where the database cannot be read back, ``runs`` is null and ``error`` says why."""
     from controlplane.storage import make_engine
+    from sim.sweep.points import point_aggregates
     from sim.sweep.store import sweep_runs
 
     sweep_id = getattr(exc, "sweep_id")
@@ -213,11 +220,12 @@ def _print_interrupted_json(url: str, exc: KeyboardInterrupt) -> None:
     try:
         engine = make_engine(url)
         try:
-            line["runs"] = _runs_json(sweep_runs(engine, sweep_id))
+            runs = sweep_runs(engine, sweep_id)
+            line["runs"], line["points"] = _runs_json(runs), point_aggregates(runs)
         finally:
             engine.dispose()
     except Exception as error:  # noqa: BLE001 - the line is printed all the same, saying why it has no runs
-        line["runs"], line["error"] = None, f"{type(error).__name__}: {error}"
+        line["runs"], line["points"], line["error"] = None, None, f"{type(error).__name__}: {error}"
     typer.echo(json.dumps(line, sort_keys=True, default=str))
 
 

@@ -1,7 +1,8 @@
-"""The table `controlplane sim sweep` prints: a run a row, the overrides that tell its point from
-the others, then its metrics (attainment, TTFT and TPOT p99, GPU-hours, cost), which no terminal
-width cuts: an override's value wraps instead, and a key with one value in every run is said
-once, in the caption. A terminal too narrow for a run a row gets a key and value a line instead."""
+"""The tables `controlplane sim sweep` prints: a run a row, the overrides that tell its point from
+the others, then its metrics (attainment, TTFT and TPOT p99, GPU-hours, cost); and, where a point ran
+under several seeds, a point a row over its seeds (`points_table`). No terminal width cuts the metrics:
+an override's value wraps instead, and a key with one value in every run is said once, in the caption.
+A terminal too narrow for a row gets a key and value a line instead."""
 
 from __future__ import annotations
 
@@ -10,20 +11,57 @@ from typing import Any
 
 from controlplane.cli.common import fmt_value
 
-__all__ = ["short_names", "sweep_table"]
+__all__ = ["points_table", "short_names", "sweep_table"]
 
 
 def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
     """The runs of a sweep, one a row: the overrides that differ, attainment, p99s, GPU-hours and
     cost (USD, from the run's summary). With the terminal's ``width``, a table wider than it wraps
     its headers and the overrides' values; the metrics are never cut."""
+    guarded = any("guardian_gpu_hours" in (r["summary"] or {}) for r in runs)  # guardians hold GPUs too
+    priced = not guarded and any("cost_usd" in (r["summary"] or {}) for r in runs)
+    metrics = []
+    for r in runs:
+        s = r["summary"] or {}
+        # (4 significant figures as the other metrics: 0.1289 and 0.1261 GPU-hours both read 0.13 at 2 decimals)
+        gpu_h = None if s.get("gpu_seconds") is None else float(s["gpu_seconds"]) / 3600
+        metrics.append((fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")),
+                        fmt_value(s.get("tpot_p99_s")), fmt_value(gpu_h),
+                        *((fmt_value(s.get("cost_usd")),) if priced else ()),
+                        *((fmt_value(float(s.get("guardian_gpu_hours") or 0)), fmt_value(s.get("total_cost_usd")))
+                          if guarded else ())))
+    columns = ("attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h", *(("cost (USD)",) if priced else ()),
+               *(("guardian gpu-h", "total cost (USD)") if guarded else ()))
+    return _overrides_table(title, [r["overrides"] for r in runs], ("run", "seed"),
+                            [(str(r["id"]), str(r["seed"])) for r in runs], columns, metrics, width)
+
+
+def points_table(points: list[dict], title: str, width: int | None = None) -> Any:
+    """A sweep's points over their seeds (`sim.sweep.points.point_aggregates`), one a row: the overrides that
+    differ, how many seeds finished, the attainment's mean, minimum and SD (``-`` with one seed), the mean
+    GPU-hours and the mean cost (USD; with guardians, the total). Folded as `sweep_table` is."""
+    priced = any(p["cost_usd_mean"] is not None for p in points)
+    metrics = [(fmt_value(p["attainment_mean"]), fmt_value(p["attainment_min"]), fmt_value(p["attainment_sd"]),
+                fmt_value(p["gpu_hours_mean"]), *((fmt_value(p["cost_usd_mean"]),) if priced else ()))
+               for p in points]
+    columns = ("attainment mean", "attainment min", "attainment sd", "gpu-h mean",
+               *(("cost mean (USD)",) if priced else ()))
+    return _overrides_table(title, [p["overrides"] for p in points], ("seeds",), [(str(p["n"]),) for p in points],
+                            columns, metrics, width)
+
+
+def _overrides_table(title: str, overrides: list[dict], lead: tuple[str, ...], lead_cells: list[tuple[str, ...]],
+                     columns: tuple[str, ...], cells: list[tuple[str, ...]], width: int | None) -> Any:
+    """A row per item: its ``lead`` cells, the overrides that tell it from the others (a key of one value
+    everywhere said once, in the caption), then its metrics' ``cells``; fitted into ``width`` (`_fit`), else
+    a key and value a line (`_vertical`)."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    keys = sorted({k for r in runs for k in r["overrides"]})
-    values = {k: [r["overrides"].get(k) for r in runs] for k in keys}
-    same = [k for k in keys if len(runs) > 1 and all(v == values[k][0] for v in values[k])]
+    keys = sorted({k for o in overrides for k in o})
+    values = {k: [o.get(k) for o in overrides] for k in keys}
+    same = [k for k in keys if len(overrides) > 1 and all(v == values[k][0] for v in values[k])]
     varied = [k for k in keys if k not in same]
     names = short_names(varied)
     legend = "; ".join(f"{names[k]} = {k}" for k in varied if names[k] != k)
@@ -33,26 +71,14 @@ def sweep_table(runs: list[dict], title: str, width: int | None = None) -> Any:
     t = Table(title=title, header_style="bold", caption=Text(legend) if legend else None, box=box.SIMPLE_HEAD,
               pad_edge=False, collapse_padding=True)
     shown = {k: _differences(values[k]) for k in varied}
-    guarded = any("guardian_gpu_hours" in (r["summary"] or {}) for r in runs)  # guardians hold GPUs too
-    priced = not guarded and any("cost_usd" in (r["summary"] or {}) for r in runs)
-    rows = []
-    for i, r in enumerate(runs):
-        s = r["summary"] or {}
-        # (4 significant figures as the other metrics: 0.1289 and 0.1261 GPU-hours both read 0.13 at 2 decimals)
-        gpu_h = None if s.get("gpu_seconds") is None else float(s["gpu_seconds"]) / 3600
-        rows.append((str(r["id"]), str(r["seed"]), *(shown[k][i] for k in varied),
-                     fmt_value(s.get("slo_attainment")), fmt_value(s.get("ttft_p99_s")), fmt_value(s.get("tpot_p99_s")),
-                     fmt_value(gpu_h), *((fmt_value(s.get("cost_usd")),) if priced else ()),
-                     *((fmt_value(float(s.get("guardian_gpu_hours") or 0)), fmt_value(s.get("total_cost_usd")))
-                       if guarded else ())))
-    columns = ("run", "seed", *(names[k] for k in varied), "attainment", "ttft p99 (s)", "tpot p99 (s)", "gpu-h",
-               *(("cost (USD)",) if priced else ()), *(("guardian gpu-h", "total cost (USD)") if guarded else ()))
-    for col in columns:
+    rows = [(*lead_cells[i], *(shown[k][i] for k in varied), *cells[i]) for i in range(len(overrides))]
+    all_columns = (*lead, *(names[k] for k in varied), *columns)
+    for col in all_columns:
         t.add_column(col)
     for row in rows:
         t.add_row(*(Text(cell) for cell in row))  # (a value's brackets are not markup)
-    if width is not None and not _fit(t, rows, columns, range(2, 2 + len(varied)), width):
-        return _vertical(title, rows, columns, t.caption)
+    if width is not None and not _fit(t, rows, all_columns, range(len(lead), len(lead) + len(varied)), width):
+        return _vertical(title, rows, all_columns, t.caption)
     return t
 
 
