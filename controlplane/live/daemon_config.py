@@ -151,10 +151,6 @@ def _as_its_worker_runs(d: ModelDeployment, settings: WorkerModelSettings, i: in
     return d.model_copy(update={"precision": settings.precision})
 
 
-#: Known GPU types (`controlplane.hardware.specs`) by a word of the name CUDA reports, most specific first.
-_GPU_NAMES = (("h200", "h200"), ("h100", "h100-80gb"), ("a100", "a100-80gb"), ("a10g", "a10g"), ("l4", "l4"))
-
-
 def device_gpu(device: str) -> str | None:
     """The `cluster.models[].gpu` a worker on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) runs as, for
     its GPU-seconds and cost: ``cpu`` on the CPU (priced at `gpu_prices`' ``cpu``, not as an A100), a known
@@ -167,8 +163,10 @@ def device_gpu(device: str) -> str | None:
     import torch
 
     index = int(device.partition(":")[2] or 0)
-    name = torch.cuda.get_device_name(min(index, count - 1)).lower()
-    return next((gpu for word, gpu in _GPU_NAMES if word in name), None)
+    from controlplane.hardware.profile_hardware import gpu_of_device_name
+
+    # (by whole words of the name CUDA reports, as a profile's device is read: "NVIDIA L40S" is not an L4)
+    return gpu_of_device_name(torch.cuda.get_device_name(min(index, count - 1)))
 
 
 def _worker_settings(worker: dict[str, Any], where: str) -> WorkerModelSettings:

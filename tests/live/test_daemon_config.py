@@ -154,3 +154,17 @@ def test_a_deployment_precision_that_contradicts_the_workers_is_refused_naming_b
         daemon_config(conf)
     assert ("cluster.models.0.precision (fp16) and cluster.models.0.worker.precision (int8) disagree"
             in str(err.value)) and str(conf) in str(err.value)
+
+
+@pytest.mark.parametrize("name, gpu", [("NVIDIA L40S", None), ("NVIDIA L4", "l4"), ("NVIDIA H100 80GB HBM3", "h100-80gb"),
+                                       ("NVIDIA A100-SXM4-80GB", "a100-80gb"), ("NVIDIA A10G", "a10g")])
+def test_a_cuda_device_is_costed_as_the_gpu_its_name_names_as_a_word(monkeypatch, name, gpu):
+    """An L40S was costed as an L4 ('l4' is in 'nvidia l40s'): device names are read by whole words, as a
+    profile's device is."""
+    import torch
+
+    import controlplane.live.daemon_config as dc
+
+    monkeypatch.setattr(dc, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: name)
+    assert dc.device_gpu("cuda:0") == gpu
