@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from typing import Any
 from controlplane.output_file import replaced_on_success
 
 __all__ = ["BATCHING", "KINDS", "MAX_ITERATION_S", "PADDED_FIELDS", "PROFILE_FORMAT", "ROW_FIELDS", "WEIGHT_FIELD",
-           "check_kinds", "check_meta", "normalise_row", "read_profile", "write_profile"]
+           "ProfileWarning", "check_kinds", "check_meta", "normalise_row", "read_profile", "unknown_row_keys",
+           "write_profile"]
 
 PROFILE_FORMAT = "controlplane-profile/1"
 #: One row per timed iteration; contexts are KV lengths before the iteration.
@@ -45,11 +47,24 @@ MAX_ITERATION_S = 3600.0
 BATCHING = ("padded", "unpadded")
 
 
+def _row(i: int) -> str:
+    """Row ``i`` (0-based, as Python counts) in an error: ``row 7 (1-based)`` is the file's 7th row, ``rows[6]``."""
+    return f"row {i + 1} (1-based)"
+
+
+class ProfileWarning(RuntimeWarning):
+    """Something of a profile worth saying that does not make it unusable (unknown row keys, a fit far from its
+    rows, a time in the wrong unit). ``one_line``: the command line shows it as one ``warning:`` line, once per
+    text (`controlplane.cli.shown_warnings`)."""
+
+    one_line = True
+
+
 def _number(value: Any, i: int, key: str) -> float:
     """A row's value as a float: a number (JSON's), not a string or a boolean (``"0.01"``, ``true``: accepted as
     0.01 and 1 before)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"row {i}: {key}={value!r} must be a number")
+        raise ValueError(f"{_row(i)}: {key}={value!r} must be a number")
     return float(value)
 
 
@@ -64,13 +79,13 @@ def _count(value: Any, i: int, key: str, mean: bool) -> int:
     sequences was written as 1, in a file that reading it back accepted, unlike the row given)."""
     f = _number(value, i, key)
     if not math.isfinite(f) or f < 0:
-        raise ValueError(f"row {i}: {key}={value!r} must be a finite non-negative number")
+        raise ValueError(f"{_row(i)}: {key}={value!r} must be a finite non-negative number")
     if f == int(f):
         return int(f)
     if mean and key not in SEQ_FIELDS:
         return round(f)
     hint = "" if key in SEQ_FIELDS else f" (a row averaging iterations says how many in {WEIGHT_FIELD!r})"
-    raise ValueError(f"row {i}: {key}={value!r} must be a whole number{hint}")
+    raise ValueError(f"{_row(i)}: {key}={value!r} must be a whole number{hint}")
 
 
 def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str, float]:
@@ -78,11 +93,11 @@ def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str,
     if isinstance(row, Mapping):
         missing = [k for k in ROW_FIELDS if k not in row]
         if missing:
-            raise ValueError(f"row {i}: missing {missing}; a row needs {list(ROW_FIELDS)}")
+            raise ValueError(f"{_row(i)}: missing {missing}; a row needs {list(ROW_FIELDS)}")
         vals = {k: row[k] for k in ROW_FIELDS}
     else:
         if len(row) != len(ROW_FIELDS):
-            raise ValueError(f"row {i}: expected {len(ROW_FIELDS)} values {list(ROW_FIELDS)}, got {len(row)}")
+            raise ValueError(f"{_row(i)}: expected {len(ROW_FIELDS)} values {list(ROW_FIELDS)}, got {len(row)}")
         vals = dict(zip(ROW_FIELDS, row))
     out: dict[str, float] = {}
     mean = isinstance(row, Mapping) and WEIGHT_FIELD in row
@@ -92,9 +107,9 @@ def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str,
             continue
         f = _number(v, i, k)
         if not math.isfinite(f) or f < 0:
-            raise ValueError(f"row {i}: {k}={v!r} must be a finite non-negative number")
+            raise ValueError(f"{_row(i)}: {k}={v!r} must be a finite non-negative number")
         if f > MAX_ITERATION_S:
-            raise ValueError(f"row {i}: {k}={v!r} is longer than an iteration can take ({MAX_ITERATION_S:g} s): "
+            raise ValueError(f"{_row(i)}: {k}={v!r} is longer than an iteration can take ({MAX_ITERATION_S:g} s): "
                              "iteration_s is in seconds")
         out[k] = f
     if isinstance(row, Mapping):
@@ -104,12 +119,12 @@ def normalise_row(row: Mapping[str, Any] | Sequence[float], i: int) -> dict[str,
         if WEIGHT_FIELD in row:
             f = _number(row[WEIGHT_FIELD], i, WEIGHT_FIELD)
             if not math.isfinite(f) or f <= 0:
-                raise ValueError(f"row {i}: {WEIGHT_FIELD}={row[WEIGHT_FIELD]!r} must be a finite positive number")
+                raise ValueError(f"{_row(i)}: {WEIGHT_FIELD}={row[WEIGHT_FIELD]!r} must be a finite positive number")
             out[WEIGHT_FIELD] = f
     if out["num_prefill_seqs"] == 0 and out["num_prefill_tokens"] > 0:
-        raise ValueError(f"row {i}: prefill tokens without prefill sequences")
+        raise ValueError(f"{_row(i)}: prefill tokens without prefill sequences")
     if out["num_prefill_tokens"] + out["num_decode_seqs"] == 0:
-        raise ValueError(f"row {i}: empty iteration")
+        raise ValueError(f"{_row(i)}: empty iteration")
     _check_consistent(out, i)
     return out
 
@@ -119,10 +134,10 @@ def _check_consistent(row: Mapping[str, float], i: int) -> None:
     (``sum_decode_context: 500`` with no decoding sequence was fitted as if it cost something)."""
     for ctx, seqs in (("sum_decode_context", "num_decode_seqs"), ("sum_prefill_context", "num_prefill_seqs")):
         if row[ctx] > 0 and row[seqs] == 0:
-            raise ValueError(f"row {i}: {ctx}={row[ctx]!r} with {seqs}=0 (a context needs sequences holding it)")
+            raise ValueError(f"{_row(i)}: {ctx}={row[ctx]!r} with {seqs}=0 (a context needs sequences holding it)")
     for padded, plain in (("padded_prefill_tokens", "num_prefill_tokens"), ("padded_decode_context", "sum_decode_context")):
         if padded in row and row[padded] < row[plain]:
-            raise ValueError(f"row {i}: {padded}={row[padded]!r} is below {plain}={row[plain]!r} (padding only adds)")
+            raise ValueError(f"{_row(i)}: {padded}={row[padded]!r} is below {plain}={row[plain]!r} (padding only adds)")
 
 
 #: The kinds of iteration a profile must have timed to price them: rows that prefill (mixed ones included), rows
@@ -192,12 +207,38 @@ def read_profile(path: str | Path) -> tuple[list[dict[str, float]], dict[str, An
         raise ValueError(f"{path}: {exc}") from None
     if not rows:
         raise ValueError(f"{path}: profile has no rows")
+    if (unknown := unknown_row_keys(raw)) is not None:
+        warnings.warn(ProfileWarning(f"{path}: {unknown}"), stacklevel=2)
     return rows, meta
+
+
+#: The keys a row may have: `ROW_FIELDS`, `PADDED_FIELDS` and `WEIGHT_FIELD` (metadata may hold others, rows not).
+ROW_KEYS: tuple[str, ...] = (*ROW_FIELDS, *PADDED_FIELDS, WEIGHT_FIELD)
+
+
+def unknown_row_keys(rows: Sequence[Any]) -> str | None:
+    """The keys of ``rows`` (a file's, as written) that are no row field, in words: each with how many rows have it
+    and the first (1-based), and the field it may mean (``sampels``: ``samples``, whose weights it lost); they are
+    dropped. None when every key is known."""
+    from controlplane.errors import did_you_mean
+
+    seen: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        if isinstance(row, Mapping):
+            for k in row:
+                if k not in ROW_KEYS:
+                    seen.setdefault(str(k), []).append(i)
+    if not seen:
+        return None
+    named = "; ".join(f"{k!r} in {len(at)} row(s), first row {at[0] + 1}{did_you_mean(k, ROW_KEYS)}"
+                      for k, at in seen.items())
+    return (f"unknown row key(s) dropped: {named}; a row's keys are {', '.join(ROW_KEYS)} (metadata beside the rows "
+            "may hold other keys)")
 
 
 def _file_row(row: Any, i: int) -> Any:
     """A file's row as written: an object or a list of the fields (`normalise_row` checks its values, counts whole:
     2.5 sequences was read as 2)."""
     if not isinstance(row, (dict, list)):
-        raise ValueError(f"row {i}: expected an object of {list(ROW_FIELDS)}, got {row!r}")
+        raise ValueError(f"{_row(i)}: expected an object of {list(ROW_FIELDS)}, got {row!r}")
     return row
