@@ -145,9 +145,18 @@ def _as_its_worker_runs(d: ModelDeployment, settings: WorkerModelSettings, i: in
             f"cluster.models.{i}.precision ({given}) and cluster.models.{i}.worker.precision ({settings.precision}) "
             "disagree: the workers load the model in worker.precision, and the run records it as the deployment's; "
             "give it once, as worker.precision (precision follows it), or the same in both")
-    log.warning("cluster.models[%s]: precision %s is not what its workers run (worker.precision is not given: "
-                "auto, fp32 on the CPU, bf16 or fp16 on a GPU): the run records auto; set worker.precision: %s "
-                "to serve the model in %s", d.name, given, given, given)
+    from typing import get_args
+
+    from controlplane.live.model_source import Precision
+
+    if given not in get_args(Precision):  # (fp8: priced by the simulator, not loaded by a live worker)
+        log.warning("cluster.models[%s]: precision %s is not what its workers run (worker.precision is not given: "
+                    "auto, fp32 on the CPU, bf16 or fp16 on a GPU), and live workers do not load %s (they load %s): "
+                    "the run records auto", d.name, given, given, ", ".join(get_args(Precision)[1:]))
+    else:
+        log.warning("cluster.models[%s]: precision %s is not what its workers run (worker.precision is not given: "
+                    "auto, fp32 on the CPU, bf16 or fp16 on a GPU): the run records auto; set worker.precision: %s "
+                    "to serve the model in %s", d.name, given, given, given)
     return d.model_copy(update={"precision": settings.precision})
 
 

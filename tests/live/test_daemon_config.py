@@ -144,6 +144,12 @@ def test_the_deployments_precision_is_its_workers(tmp_path, caplog):
         sim.write_text("cluster:\n  models:\n    - {name: s, precision: int8, worker: {preset: tiny-llama}}\n")
         assert daemon_config(sim)[0].cluster.models[0].precision == "auto"
     assert "precision int8 is not what its workers run" in caplog.text and "set worker.precision: int8" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # (fp8: simulated only; the warning told to set what workers then refuse)
+        sim.write_text("cluster:\n  models:\n    - {name: s, precision: fp8, worker: {preset: tiny-llama}}\n")
+        assert daemon_config(sim)[0].cluster.models[0].precision == "auto"
+    assert "live workers do not load fp8 (they load fp32, bf16, fp16, int8, nf4)" in caplog.text
+    assert "set worker.precision: fp8" not in caplog.text
 
 
 def test_a_deployment_precision_that_contradicts_the_workers_is_refused_naming_both(tmp_path):
