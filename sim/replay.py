@@ -269,13 +269,13 @@ def build_latency_models(session: RunSession) -> dict[str, LatencyModel]:
 
 
 def _prepare(session: RunSession, available: Mapping[str, Any] | None) -> dict[str, LatencyModel]:
-    """A run's set-up once its plugins are loaded: its latency models (`build_latency_models`) and its memory plan
-    checked as `controlplane sim replay` checks it at its start (`sim.run_checks.check_run_memory`: a model that does
-    not fit ran on an unlimited KV cache)."""
+    """A run's set-up once its plugins are loaded: its latency models (`build_latency_models`; a measured profile's fit
+    error stored beside its hash) and its memory plan checked at the start (`sim.run_checks.check_run_memory`)."""
     from controlplane.plugin_manager import discover_plugins
+    from sim.latency.measured_box import with_fit_stats
     from sim.run_checks import check_run_memory
 
-    models = build_latency_models(session)
+    session.latency_files = with_fit_stats(session.latency_files, models := build_latency_models(session))
     check_run_memory(session.config, session.plugins, available if available is not None else discover_plugins())
     return models
 

@@ -15,6 +15,7 @@ from dataclasses import asdict
 import logging
 from typing import Any
 
+from sim.latency.measured_box import past_profile_lines, past_profile_summary
 from sim.traces import TraceReader, TraceRequest, format_rate_profile
 
 __all__ = ["BAD_ROWS_KEPT", "BAD_ROWS_SKIPPED", "TraceStop", "context_limits", "failed_note", "rows_left_out",
@@ -108,7 +109,8 @@ class TraceStop:
     def summary(self) -> dict[str, Any]:
         """What the run's summary says of the requests past their model's context (``requests_past_context``, by
         deployment); empty when none was."""
-        return {"requests_past_context": dict(self.past_context)} if self.past_context else {}
+        return {**({"requests_past_context": dict(self.past_context)} if self.past_context else {}),
+                **past_profile_summary(getattr(self.driver, "latency", {}))}  # (a measured profile's box)
 
     def warn_past_context(self, config: Any) -> None:
         """One warning line per deployment that was sent requests longer than its model's context window."""
@@ -122,6 +124,8 @@ class TraceStop:
                         "such requests as too_long, or cut them with --max-prompt-tokens / --max-output-tokens",
                         f"{count:,}", " was" if count == 1 else "s were", f"{context:,}", name, latency.get(name),
                         "it" if count == 1 else "them", context)
+        for line in past_profile_lines(getattr(self.driver, "latency", {})):  # (iterations past a measured profile)
+            log.warning("%s", line)
 
     def close_failed(self, session: Any, finished: Any, reader: TraceReader | None, db_url: str | None) -> None:
         """Close the run as ``failed`` with the summary of what it replayed (``finished``, the driver's), the error

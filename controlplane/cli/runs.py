@@ -105,7 +105,11 @@ def show(
     for error in (run.get("summary") or {}).get("trace_bad_rows") or []:  # (the first few on_error=skip skipped)
         out.print(f"  bad row skipped: {error}", highlight=False, markup=False)
     for model, f in ((run.get("config") or {}).get("latency_files") or {}).items():
-        out.print(f"latency profile of {model}: {f['path']} sha256 {f['sha256']}", highlight=False)
+        from sim.latency.measured_box import fit_line
+
+        fit = f"; {fit_line(f['fit'])}" if isinstance(f.get("fit"), dict) else ""  # (runs stored before: no fit)
+        out.print(f"latency profile of {model}: {f['path']} sha256 {f['sha256']}{fit}", highlight=False,
+                  soft_wrap=True)  # (one line: the hash as printed, whole)
     if (error := (run.get("summary") or {}).get("error")) is not None:
         out.print(f"[bold red]{run['status']}:[/] {escape(error.rstrip(': '))}", highlight=False)
     if still:

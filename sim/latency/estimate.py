@@ -16,7 +16,9 @@ def iteration_estimator(models: Mapping[str, LatencyModel]) -> Callable[..., flo
     of a request already holding ``prefill_context_tokens`` in its KV (a later chunk of a chunked prefill
     attends over them), beside ``decode_seqs`` decodes each holding ``decode_context_tokens`` of KV
     (`controlplane.scaling.IterationEstimate`)."""
-    models = dict(models)
+    # (a model that counts the iterations it prices, the measured one's profiled box, has an `estimate_s` that does
+    # not: an estimate is not an iteration the run ran)
+    prices = {name: m.estimate_s if hasattr(type(m), "estimate_s") else m.iteration_s for name, m in models.items()}
 
     def estimate(model: str, prefill_tokens: int, decode_seqs: int, decode_context_tokens: int,
                  prefill_context_tokens: int = 0) -> float:
@@ -24,6 +26,6 @@ def iteration_estimator(models: Mapping[str, LatencyModel]) -> Callable[..., flo
         shape = IterationShape(prefill_chunk_tokens=prefill,
                                prefill_context_tokens=(max(0, int(prefill_context_tokens)),) * len(prefill),
                                decode_context_tokens=(int(decode_context_tokens),) * max(0, int(decode_seqs)))
-        return float(models[model].iteration_s(shape)) if not shape.is_empty else 0.0
+        return float(prices[model](shape)) if not shape.is_empty else 0.0
 
     return estimate

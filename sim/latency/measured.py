@@ -39,10 +39,12 @@ import numpy as np
 from sklearn.linear_model import LinearRegression
 
 from .base import IterationShape, LatencyModel, decode_run_args
+from .measured_box import ProfiledBox
 from controlplane.hardware.profile_format import (
     PROFILE_FORMAT,
     ROW_FIELDS,
     WEIGHT_FIELD,
+    ProfileWarning,
     check_kinds,
     normalise_row,
     read_profile,
@@ -149,7 +151,7 @@ def _first_pass_floor(y: np.ndarray) -> float:
     return max(1e-6, 0.25 * float(np.percentile(timed, 10))) if timed.size else 1e-6
 
 
-class FarRowsWarning(RuntimeWarning):
+class FarRowsWarning(ProfileWarning):
     """A profile's rows measured far from its fit (`OUTLIER_RATIO`). ``one_line``: the command line shows it as
     one ``warning:`` line of its own, once per text (`controlplane.cli.shown_warnings`), not as Python's warning
     with its file and source line at every fit of the same profile (a replay's config check and its run)."""
@@ -163,10 +165,11 @@ def _far_rows_note(y: np.ndarray, ratio: np.ndarray, source: str) -> str | None:
     far = np.flatnonzero((ratio > OUTLIER_RATIO) | (ratio < 1.0 / OUTLIER_RATIO))
     if not far.size:
         return None
-    named = ", ".join(f"row {i} ({y[i]:.4g} s, {ratio[i]:.2g}x)" for i in far[:5])
+    named = ", ".join(f"row {i + 1} ({y[i]:.4g} s, {ratio[i]:.2g}x)" for i in far[:5])
     more = f" and {far.size - 5} more" if far.size > 5 else ""
     return (f"{source}: {far.size} row(s) measured far from the fit (measured / fitted below "
-            f"1/{OUTLIER_RATIO:g} or above {OUTLIER_RATIO:g}; left out of the per-batch-size factors): {named}{more}")
+            f"1/{OUTLIER_RATIO:g} or above {OUTLIER_RATIO:g}; left out of the per-batch-size factors; rows numbered "
+            f"from 1): {named}{more}")
 
 
 class MeasuredProfileModel(LatencyModel):
@@ -190,6 +193,11 @@ class MeasuredProfileModel(LatencyModel):
         self.fit_stats: dict[str, float] = {}
         # The rows measured far from the fit, in words (`_far_rows_note`; `fit` warns it too): None when none were.
         self.far_rows_note: str | None = None
+        # Each row's measured and fitted time (`fit`; `measured_checks` judges the fit by them); empty: not fitted.
+        self.row_times: np.ndarray = np.zeros(0)
+        self.row_fitted: np.ndarray = np.zeros(0)
+        # The largest counts the rows timed, and the iterations priced past them (`measured_box`); None: not fitted.
+        self.box: ProfiledBox | None = None
         # Measured / linear ratio by batch size (index = sequences; see `fit`): empty = no correction.
         self.decode_factors: tuple[float, ...] = ()
         self.prefill_factors: tuple[float, ...] = ()
@@ -238,7 +246,10 @@ class MeasuredProfileModel(LatencyModel):
         pred = np.array([model._price(c[0], p, d, c[7] * m, int(a), int(b))
                          for p, d, m, a, b in zip(pre_part, dec_part, X[:, 7], n_pre, n_dec)])
         rel = np.abs(pred - y) / np.maximum(y, 1e-12)
-        model.fit_stats = {"rows": float(len(y)), "median_rel_err": float(np.median(rel)), "p90_rel_err": float(np.percentile(rel, 90))}
+        model.fit_stats = {"rows": float(len(y)), "median_rel_err": float(np.median(rel)),
+                           "p90_rel_err": float(np.percentile(rel, 90)), "max_rel_err": float(rel.max())}
+        model.row_times, model.row_fitted = y, pred
+        model.box = ProfiledBox(clean, (meta or {}).get("path"))
         return model
 
     @classmethod
@@ -246,11 +257,24 @@ class MeasuredProfileModel(LatencyModel):
         rows, meta = read_profile(path)
         check_kinds(rows, str(path))  # (the simulator prices both kinds; validated once, here, not per iteration)
         try:
-            return cls.fit(rows, {**meta, "path": str(path)})
+            model = cls.fit(rows, {**meta, "path": str(path)})
         except ValueError as exc:  # (a profile too small to fit: the error names the file, as read_profile's do)
             raise ValueError(f"{path}: {exc}") from None
+        from .measured_checks import profile_notes
+
+        # (units, monotonicity, kinds no row times, the fit's error: said, not refused; `ProfileWarning` lines)
+        for note in profile_notes(rows, model.row_times, model.row_fitted, str(path)):
+            warnings.warn(ProfileWarning(note), stacklevel=2)
+        return model
 
     def iteration_s(self, shape: IterationShape) -> float:
+        return self._iteration_s(shape, self.box)
+
+    def estimate_s(self, shape: IterationShape) -> float:
+        """`iteration_s` of a shape the run does not run (the planner's estimate): not counted in `box`."""
+        return self._iteration_s(shape, None)
+
+    def _iteration_s(self, shape: IterationShape, box: ProfiledBox | None) -> float:
         nd = len(shape.decode_context_tokens)
         p_tok = int(sum(shape.prefill_chunk_tokens)) if len(shape.prefill_chunk_tokens) else 0
         if p_tok == 0 and nd == 0:
@@ -259,6 +283,8 @@ class MeasuredProfileModel(LatencyModel):
         d_ctx = int(sum(shape.decode_context_tokens)) if nd else 0
         c = self.coef
         n = len(shape.prefill_chunk_tokens)
+        if box is not None:
+            box.note(p_tok, n, nd, d_ctx, p_ctx)
         if self.padded:
             w = float(max(shape.prefill_chunk_tokens)) if n else 0.0
             d_pad = nd * float(max(shape.decode_context_tokens)) if nd else 0.0
@@ -275,6 +301,8 @@ class MeasuredProfileModel(LatencyModel):
         if b == 0 or n == 0:
             return np.zeros(n)
         c = self.coef
+        if self.box is not None:
+            self.box.note_decode_run(b, int(ctx.sum()), n, b)  # (the rows' sum_decode_context: unpadded)
         if self.padded:
             d_ctx = b * (float(ctx.max()) + np.arange(n, dtype=np.float64))
         else:

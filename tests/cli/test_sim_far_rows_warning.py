@@ -45,7 +45,7 @@ def test_sim_replay_says_a_profile_s_far_rows_once_as_its_own_warning(tmp_path, 
     assert done.exit_code == 0, done.output
     lines = [line for line in done.stderr.splitlines() if "measured far from the fit" in line]
     assert lines == ["warning: profile.json: 1 row(s) measured far from the fit (measured / fitted below 1/3 or "
-                     "above 3; left out of the per-batch-size factors): row 6 (0.5 s, 11x)"], done.stderr
+                     "above 3; left out of the per-batch-size factors; rows numbered from 1): row 7 (0.5 s, 11x)"], done.stderr
     assert "RuntimeWarning" not in done.stderr and ".py:" not in done.stderr
 
 
@@ -60,7 +60,9 @@ def test_other_warnings_are_shown_as_python_shows_them(tmp_path):
             warnings.simplefilter("always")
             model = MeasuredProfileModel.from_file(tmp_path / "profile.json")
             warnings.warn("something else", RuntimeWarning)
-    assert len(said) == 1 and said[0] == model.far_rows_note and "row 6 (0.5 s, 11x)" in said[0]
+    far = [text for text in said if "far from the fit" in text]  # (the profile's other notes: measured_checks)
+    assert len(far) == 1 and far[0] == model.far_rows_note and "row 7 (0.5 s, 11x)" in far[0]
+    assert len(said) == len(set(said))
     assert [str(w.message) for w in caught] == ["something else"]
-    with pytest.warns(FarRowsWarning, match="row 6"):  # (outside it: a warning, as a library caller gets it)
+    with pytest.warns(FarRowsWarning, match="row 7"):  # (outside it: a warning, as a library caller gets it)
         MeasuredProfileModel.from_file(tmp_path / "profile.json")

@@ -13,7 +13,7 @@ from tests.live.conftest import record_timed_live_runs
 
 
 def _grid(path, stalled: bool) -> None:
-    """A grid profile of the recorded worker (tiny-llama, fp32, CPU), its row 5 stalled at 0.3 s or not."""
+    """A grid profile of the recorded worker (tiny-llama, fp32, CPU), its rows[5] (row 6, 1-based) stalled at 0.3 s or not."""
     rows = []
     for _ in range(3):
         for n in (1, 2, 4, 8):
@@ -51,5 +51,5 @@ def test_calibrate_names_the_rows_far_from_the_fit_of_the_profile_it_wrote(timed
         return
     assert len(said) == 1, done.stderr
     assert said[0].startswith(f"warning: {out}: 1 row(s) measured far from the fit (measured / fitted below 1/3 or "
-                              "above 3; left out of the per-batch-size factors): row 5 (") and \
+                              "above 3; left out of the per-batch-size factors; rows numbered from 1): row 6 (") and \
         f"each replay on {out} says so too" in said[0], said

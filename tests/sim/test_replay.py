@@ -107,7 +107,9 @@ def test_a_run_on_a_measured_profile_stores_the_files_sha256(tmp_path, monkeypat
         {"name": "tiny", "latency_model": "measured", "latency": {"path": "profile.json"}}]})
     result = replay(make_trace(5), config)  # (no model named: the first deployment)
     stored = get_run(make_engine(db), result.run_id)["config"]["latency_files"]
+    fit = stored["tiny"].pop("fit")  # (the profile's fit error on its rows beside its hash: `runs show` prints it)
     assert stored == {"tiny": {"path": "profile.json", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
+    assert set(fit) == {"rows", "median_rel_err", "p90_rel_err", "max_rel_err"} and fit["rows"] == len(_rows())
     plain = replay(make_trace(5), make_config(storage={"url": db}))
     assert "latency_files" not in get_run(make_engine(db), plain.run_id)["config"]
     from typer.testing import CliRunner

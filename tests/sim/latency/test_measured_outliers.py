@@ -64,8 +64,8 @@ def test_rows_far_from_the_fit_are_named_in_a_warning():
         warnings.simplefilter("always")
         MeasuredProfileModel.fit(rows)
     far = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning) and "far from the fit" in str(w.message)]
-    assert len(far) == 1 and re.search(r"profile: 2 row\(s\) measured far from the fit .*row 6 \(0\.5 s, \d+x\), "
-                                       r"row 20 \(0 s, 0x\)", far[0]), far
+    assert len(far) == 1 and re.search(r"profile: 2 row\(s\) measured far from the fit .*row 7 \(0\.5 s, \d+x\), "
+                                       r"row 21 \(0 s, 0x\)", far[0]), far
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         MeasuredProfileModel.fit(_rows())  # exact rows: no warning
