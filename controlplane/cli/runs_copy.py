@@ -50,24 +50,40 @@ def copy(
                                                  "(a new file is made, with the schema; its folder must exist).",
                                     show_default=False)],
     db: Annotated[Optional[str], typer.Option("--db", help="The source. " + DB_READ_HELP)] = None,
+    again: Annotated[bool, typer.Option("--again", help="Copy a run the target holds a copy of already (by default "
+                                                        "it is skipped, saying so: a copy run again after a failure "
+                                                        "copies only what is missing).")] = False,
 ) -> None:
     """Copy runs, each with every row of it (requests, decisions, metric samples, worker events, iterations), into
-    another database: one transaction per run, so a failed copy leaves nothing of that run there. A copy gets the
-    target's next id and says which run of which database it came from (`runs show`); a run of a sweep is copied
-    without its sweep. Then `runs compare`, `runs show`, exports and `calibrate` read it in the target. A run still
-    running is refused."""
-    from controlplane.storage.copy_runs import copy_run
+    another database: one transaction per run, so a failed copy leaves nothing of that run there. Every run is
+    checked (in the source, ended) before any is copied. A copy gets the target's next id and says which run of
+    which database it came from (`runs show`); a run the target holds a copy of already is skipped (--again copies
+    it again); a run of a sweep is copied without its sweep. Then `runs compare`, `runs show`, exports and
+    `calibrate` read it in the target. A run still running is refused."""
+    from controlplane.cli.config_checks import check_database_folder
+    from controlplane.storage.copy_runs import check_copyable, copy_run, earlier_copies
+    from controlplane.storage.errors import mask_password
 
+    wanted = list(dict.fromkeys(run_ids))  # (a run named twice is copied once)
     with user_errors():
         source_url, target_url = resolve_db(db), resolve_db(to)
     with user_errors(source_url):
         source = open_stored_runs(source_url)
     try:
+        with user_errors(source_url):  # (all of them before any is copied: not a part, then an error)
+            check_copyable(source, target_url, wanted)
         with user_errors(target_url):
+            check_database_folder(target_url)  # (a typo in --to's folder is an error, not a tree of new folders)
             target = _open_target(target_url)
         try:
+            with user_errors(target_url):
+                before = {} if again else earlier_copies(source, target)
             copied = []
-            for run_id in dict.fromkeys(run_ids):  # (a run named twice is copied once)
+            for run_id in wanted:
+                if run_id in before:
+                    err.print(f"run {run_id} is in {mask_password(target_url)} already, as run {before[run_id]} "
+                              "(copied before): skipped; --again copies it again", highlight=False, soft_wrap=True)
+                    continue
                 with user_errors(target_url):
                     done = copy_run(source, target, run_id)
                 copied.append(done)
@@ -78,6 +94,4 @@ def copy(
     finally:
         source.dispose()
     if len(copied) > 1:
-        from controlplane.storage.errors import mask_password
-
         err.print(f"copied {len(copied)} runs into {mask_password(target_url)}", highlight=False, soft_wrap=True)

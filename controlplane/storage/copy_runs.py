@@ -21,7 +21,7 @@ from controlplane.storage import models
 from controlplane.storage.errors import StorageError, mask_password
 from controlplane.storage.orphans import CHILD_TABLES, refuse_orphans
 
-__all__ = ["CopiedRun", "copied_from", "copy_run", "COPY_CHUNK_ROWS"]
+__all__ = ["CopiedRun", "COPY_CHUNK_ROWS", "check_copyable", "copied_from", "copy_run", "earlier_copies"]
 
 #: Rows read and written per batch (each table streamed in id order, so memory stays flat on big runs).
 COPY_CHUNK_ROWS: Final = 5_000
@@ -59,6 +59,44 @@ def _notes_with_origin(notes: str | None, origin: dict[str, Any]) -> str:
     earlier = kept.get("copied_from")  # a copy of a copy names the first database too
     kept["copied_from"] = {**origin, **({"earlier": earlier} if earlier else {})}
     return json.dumps(kept, sort_keys=True)
+
+
+def _origin_url(engine: Engine) -> str:
+    """The source as a copy names it: its URL with the password hidden and a SQLite file's path absolute (a copy
+    read from another folder or machine still says which file)."""
+    from controlplane.storage.schema_upgrade import absolute_url
+
+    return absolute_url(engine)
+
+
+def check_copyable(source: Engine, target_url: str, run_ids: Iterable[int]) -> None:
+    """Every run of ``run_ids`` can be copied from ``source`` to ``target_url``, checked before any is: the target
+    is another database (however its URL is spelled: `same_database`), and each run is in the source and has ended
+    (a LookupError or ValueError naming the first that is not)."""
+    from controlplane.storage.identity import same_database
+
+    if same_database(source.url.render_as_string(hide_password=False), target_url):
+        raise ValueError("the source and the target are the same database: a copy there would be a second run of "
+                         "the same rows (replay it again instead)")
+    for run_id in run_ids:
+        _source_run(source, run_id)
+
+
+def earlier_copies(source: Engine, target: Engine) -> dict[int, int]:
+    """The runs of ``source`` the target holds copies of already: {source run id: the copy's id} (the first copy)."""
+    from controlplane.storage.identity import same_database
+
+    run = _table("run")
+    here = _origin_url(source)
+    found: dict[int, int] = {}
+    with target.connect() as conn:
+        rows = conn.execute(select(run.c.id, run.c.notes).where(run.c.notes.like('%"copied_from"%'))
+                            .order_by(run.c.id)).all()
+    for copy_id, notes in rows:
+        origin = copied_from({"notes": notes})
+        if origin and isinstance(origin.get("run_id"), int) and same_database(str(origin.get("database")), here):
+            found.setdefault(origin["run_id"], copy_id)
+    return found
 
 
 def _table(name: str) -> Table:
@@ -99,11 +137,9 @@ def copy_run(source: Engine, target: Engine, run_id: int, *,
     """Copy run ``run_id`` of ``source`` with all its rows into ``target`` (both at the schema's head), in one
     transaction of the target; return the ids and row counts. ``progress(table, rows)`` is called after each
     batch written. A run still running is a ValueError, a missing one a LookupError."""
-    if source.url == target.url:
-        raise ValueError("the source and the target are the same database: a copy there would be a second run of "
-                         "the same rows (replay it again instead)")
+    check_copyable(source, target.url.render_as_string(hide_password=False), [run_id])
     original = _source_run(source, run_id)
-    origin = {"database": mask_password(source.url.render_as_string(hide_password=True)), "run_id": run_id,
+    origin = {"database": _origin_url(source), "run_id": run_id,
               "sweep_id": original.get("sweep_id"), "sweep_key": original.get("sweep_key")}
     values = {k: v for k, v in original.items() if k != "id"}
     values.update(sweep_id=None, sweep_key=None, notes=_notes_with_origin(original.get("notes"), origin))

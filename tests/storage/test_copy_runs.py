@@ -158,3 +158,51 @@ def test_the_command_copies_runs_into_a_new_file_and_runs_show_names_the_source(
     assert shown.exit_code == 0 and f"copied from run {run_id} of {engine.url}" in shown.stdout
     missing = CliRunner().invoke(app, ["runs", "copy", "99", "--db", str(engine.url), "--to", str(target)])
     assert missing.exit_code != 0 and "no run 99" in missing.output
+
+
+def test_the_same_database_spelled_otherwise_is_refused(source, tmp_path, monkeypatch):
+    engine, run_id = source
+    path = engine.url.database
+    monkeypatch.chdir(tmp_path)
+    for spelled in (f"sqlite:///{path}", path, f"{tmp_path}/sub/../candidate.db", "candidate.db"):
+        with pytest.raises(ValueError, match="same database"):
+            copy_run(engine, make_engine(spelled if "://" in spelled else f"sqlite:///{spelled}"), run_id)
+
+
+def test_every_run_is_checked_before_any_is_copied_and_a_retry_copies_only_what_is_missing(source, tmp_path):
+    from controlplane.cli import app
+
+    engine, run_id = source
+    second = _replayed(str(engine.url), 30, seed=3)
+    target = tmp_path / "t.db"
+    res = CliRunner().invoke(app, ["runs", "copy", str(run_id), "99", str(second), "--db", str(engine.url),
+                                   "--to", str(target)])
+    assert res.exit_code == 2 and "no run 99" in res.output and "copied run" not in res.output
+    assert not target.exists()  # (nothing made: the source was checked first)
+    once = CliRunner().invoke(app, ["runs", "copy", str(run_id), "--db", str(engine.url), "--to", str(target)])
+    assert once.exit_code == 0, once.output
+    again = CliRunner().invoke(app, ["runs", "copy", str(run_id), str(second), "--db", str(engine.url),
+                                     "--to", str(target)])
+    assert again.exit_code == 0, again.output
+    assert f"run {run_id} is in sqlite:///{target} already, as run 1 (copied before): skipped" in " ".join(
+        again.stderr.split())
+    assert again.stdout.splitlines() == [again.stdout.splitlines()[0]] and f"copied run {second} -> run 2" in again.stdout
+    forced = CliRunner().invoke(app, ["runs", "copy", str(run_id), "--again", "--db", str(engine.url),
+                                      "--to", str(target)])
+    assert forced.exit_code == 0 and f"copied run {run_id} -> run 3" in forced.stdout
+
+
+def test_a_target_in_a_folder_that_does_not_exist_is_refused_and_the_source_named_absolutely(source, tmp_path,
+                                                                                             monkeypatch):
+    from controlplane.cli import app
+
+    engine, run_id = source
+    res = CliRunner().invoke(app, ["runs", "copy", str(run_id), "--db", str(engine.url),
+                                   "--to", str(tmp_path / "deep" / "a" / "x.db")])
+    assert res.exit_code == 2 and "no such folder" in res.output and not (tmp_path / "deep").exists()
+    monkeypatch.chdir(tmp_path)  # a source named relative to the working folder: the copy names its file whole
+    res = CliRunner().invoke(app, ["runs", "copy", str(run_id), "--db", "sqlite:///candidate.db", "--to", "b.db"])
+    assert res.exit_code == 0, res.output
+    target = make_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    assert copied_from(get_run(target, 1))["database"] == f"sqlite:///{tmp_path / 'candidate.db'}"
+    target.dispose()
