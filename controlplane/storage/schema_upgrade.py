@@ -274,9 +274,11 @@ def schema_state(engine: Engine, head: str, url: str | None = None) -> tuple[str
     from controlplane.storage.db import _alembic_config
 
     pending = _between(_alembic_config(), revisions, {head})
+    who = ("`controlplane db upgrade` does it in place (other commands refuse it: "
+           f"{UPGRADE_ENV}=never)" if not upgrades_allowed()
+           else "`controlplane db upgrade`, or any command that opens it, does it in place")
     return "behind", (f"{url}: revision {revisions_text(revisions)}, behind this controlplane's {head}: an upgrade "
-                      f"applies {', '.join(pending)} (`controlplane db upgrade`, or any command that opens it, does "
-                      "it in place; releases older than this one then refuse it)")
+                      f"applies {', '.join(pending)} ({who}; releases older than this one then refuse it)")
 
 
 def absolute_url(engine: Engine) -> str:

@@ -231,6 +231,9 @@ def test_with_schema_upgrades_off_no_command_upgrades_a_database_behind_it(db_ur
         assert res.exit_code == 2 and "is at revision 0003, behind this controlplane's 0005, and " \
             "CONTROLPLANE_SCHEMA_UPGRADE=never: nothing was changed" in said, said
         assert current_revisions(make_engine(db_url)) == {"0003"}
+    said = " ".join(_cli("db", "current", "--db", db_url).stdout.split())  # (it says who upgrades now)
+    assert "(`controlplane db upgrade` does it in place (other commands refuse it: CONTROLPLANE_SCHEMA_UPGRADE=never)" \
+        in said and "any command that opens it" not in said, said
     assert _cli("db", "upgrade", "--db", db_url).exit_code == 0  # (the explicit upgrade is the way)
     assert _cli("runs", "list", "--db", db_url).exit_code == 0
     monkeypatch.setenv("CONTROLPLANE_SCHEMA_UPGRADE", "sometimes")
