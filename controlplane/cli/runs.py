@@ -14,7 +14,7 @@ from rich.text import Text
 
 from controlplane.cli import runs_list
 from controlplane.cli.compare_deployments import deployment_differences, deployments_note
-from controlplane.cli.common import err, fmt_value, open_stored_runs, out, user_errors, working
+from controlplane.cli.common import err, fmt_value, open_stored_runs, out, resolve_db, user_errors, working
 from controlplane.cli.pipes import quiet_on_closed_pipe
 from controlplane.cli.runs_copy import copied_line
 from controlplane.cli.runs_list import DbOpt, RunArg
@@ -337,20 +337,22 @@ def config_of_run(run_id: RunArg, db: DbOpt = None) -> None:
     """Print the run config a run ran with, as YAML that `--config` takes (to replay it again or change it; URL
     passwords are ***, as the run's row keeps them). Comments above it say what the YAML does not hold: the trace,
     its format, how the run read it (--limit, a window, --opt ...), the command line that replays the run with
-    the YAML saved as run1.yaml (for run 1), and that storage.url is left out (a replay with it stores its run
-    in --db's database, or the default one, not in the one the run was read from)."""
+    the YAML saved as run1.yaml (for run 1), each command naming the run's database (--db), and that storage.url
+    is left out (a replay with the YAML alone stores its run in --db's database, or the default one, not in the
+    one the run was read from)."""
     import yaml
 
-    from controlplane.cli.runs_replay_command import replay_header, without_storage_url
+    from controlplane.cli.runs_replay_command import config_command, replay_header, without_storage_url
     from controlplane.storage import get_run, run_config
 
     with user_errors():
         engine = _engine(db)
         cfg = run_config(engine, run_id)
         run = get_run(engine, run_id)
+        url = resolve_db(db)
     printed = cfg.model_dump(mode="json")
-    typer.echo(f"# the config run {run_id} ran with (`controlplane runs config {run_id}`)")
-    for line in (*replay_header(run, f"run{run_id}.yaml"), *without_storage_url(printed, run_id)):
+    typer.echo(f"# the config run {run_id} ran with (`{config_command(run_id, url)}`)")
+    for line in (*replay_header(run, f"run{run_id}.yaml", url), *without_storage_url(printed, run_id)):
         typer.echo(line)
     typer.echo(yaml.safe_dump(printed, sort_keys=False), nl=False)
 

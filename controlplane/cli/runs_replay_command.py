@@ -6,6 +6,10 @@ The YAML a run's config is printed as holds neither its trace nor how the trace 
 ``config["trace_read"]``), so ``--config run1.yaml`` alone replays the whole bundled trace. The header says them
 as YAML comments, and the ``controlplane sim replay ...`` (``live-replay`` for a live run) command line, shell-quoted,
 that replays the same requests with that config.
+
+Every command the header prints names the database the run is in (``--db``, shell-quoted, its password as ``***``),
+the default one too: copied into a shell whose ``$CONTROLPLANE_STORAGE__URL`` (or folder) differs, a command
+without it would read (or store beside) another database's run of the same number, silently.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import shlex
 from pathlib import Path, PurePath
 from typing import Any
 
-__all__ = ["TRANSFORM_OPTIONS", "replay_command", "replay_header", "without_storage_url"]
+__all__ = ["TRANSFORM_OPTIONS", "config_command", "replay_command", "replay_header", "without_storage_url"]
 
 #: Each stored transform (`sim.replay.TraceTransforms`' fields, as ``trace_read["transforms"]`` keeps them) and the
 #: `controlplane sim replay` option that sets it, in that command's order.
@@ -27,9 +31,15 @@ TRANSFORM_OPTIONS = {
 }
 
 
-def replay_header(run: dict[str, Any], config_file: str) -> list[str]:
+def config_command(run_id: int, db_url: str) -> str:
+    """The shell-quoted `controlplane runs config RUN --db URL` that prints run ``run_id`` of ``db_url``."""
+    return shlex.join(["controlplane", "runs", "config", str(run_id), *_db_words(db_url)])
+
+
+def replay_header(run: dict[str, Any], config_file: str, db_url: str) -> list[str]:
     """The comment lines (each starting ``#``) that `runs config` prints above the run's config: the trace and its
-    format, how the run read it, and the command line replaying it with the config saved as ``config_file``."""
+    format, how the run read it, and the command line replaying it with the config saved as ``config_file``; the
+    run is stored in ``db_url``, which each command names."""
     from controlplane.cli.runs_notes import transforms_unknown
 
     trace = run.get("trace")
@@ -38,9 +48,11 @@ def replay_header(run: dict[str, Any], config_file: str) -> list[str]:
         whose = "a daemon's run: its clients' requests" if run.get("mode") == "live" else "requests given in code"
         return [f"# trace: none stored ({whose}, not a file); to replay its requests in the simulator, with",
                 f"# this config saved as {config_file}, write them as a trace first:",
-                f"#   controlplane runs export {run.get('id', 'N')} --what trace -o {saved}",
+                "#   " + shlex.join(["controlplane", "runs", "export", str(run.get("id", "N")), *_db_words(db_url),
+                                     "--what", "trace", "-o", saved]),
                 "#   " + shlex.join(["controlplane", "sim", "replay", saved, "--format", "canonical", "--config",
-                                     config_file])]
+                                     config_file, *_db_words(db_url)]),
+                *_password_note(db_url)]
     read = (run.get("config") or {}).get("trace_read") or {}
     fmt = run.get("trace_format")
     about = "; ".join(([f"format {fmt}"] if fmt else []) + ([where] if (where := _where(trace)) else []))
@@ -57,8 +69,8 @@ def replay_header(run: dict[str, Any], config_file: str) -> list[str]:
         lines.append(f"# note: the trace's random streams were seeded with {seed} (TraceTransforms.seed), which no "
                      "option sets: the command below seeds them with the config's seed")
     lines.append(f"# to replay it again, with this config saved as {config_file}:")
-    lines.append("#   " + replay_command(run, config_file))
-    return lines
+    lines.append("#   " + replay_command(run, config_file, db_url))
+    return [*lines, *_password_note(db_url)]
 
 
 def without_storage_url(config: dict[str, Any], run_id: int) -> list[str]:
@@ -68,14 +80,15 @@ def without_storage_url(config: dict[str, Any], run_id: int) -> list[str]:
     url = (config.get("storage") or {}).pop("url", None)
     if url is None:
         return []
-    return [f"# storage.url is left out (run {run_id} is stored in {url}): a replay with this config stores its run",
-            "# in --db's database, else $CONTROLPLANE_STORAGE__URL's, else sqlite:///controlplane.db; add",
-            "# storage: {url: ...} to choose one"]
+    return [f"# storage.url is left out (run {run_id} ran with {url}): a replay with this config stores its run",
+            f"# in --db's database (the command above names run {run_id}'s), else $CONTROLPLANE_STORAGE__URL's, else",
+            "# sqlite:///controlplane.db; add storage: {url: ...} to choose one"]
 
 
-def replay_command(run: dict[str, Any], config_file: str) -> str:
+def replay_command(run: dict[str, Any], config_file: str, db_url: str) -> str:
     """The shell-quoted command line that replays ``run``'s trace as the run read it, with its config saved as
-    ``config_file``: `controlplane sim replay`, or `controlplane live-replay` for a live run."""
+    ``config_file``, storing its run beside ``run`` in ``db_url``: `controlplane sim replay`, or
+    `controlplane live-replay` for a live run."""
     read = (run.get("config") or {}).get("trace_read") or {}
     words = ["controlplane", "live-replay"] if run.get("mode") == "live" else ["controlplane", "sim", "replay"]
     words.append(_trace_argument(str(run["trace"])))
@@ -87,8 +100,25 @@ def replay_command(run: dict[str, Any], config_file: str) -> str:
             words += [option, _option_value(transforms[key])]
     for key, value in (read.get("options") or {}).items():  # (as --opt takes them: text as is, else JSON)
         words += ["--opt", f"{key}={_option_value(value)}"]
-    words += ["--config", config_file]
+    words += ["--config", config_file, *_db_words(db_url)]
     return shlex.join(words)
+
+
+def _db_words(db_url: str) -> list[str]:
+    """``--db URL``: the database a printed command reads the run from (or stores its replay in), its password
+    shown as ``***`` (as the run's row keeps its config's URLs)."""
+    from controlplane.storage.errors import mask_password
+
+    return ["--db", mask_password(db_url)]
+
+
+def _password_note(db_url: str) -> list[str]:
+    """The line saying the commands' ``--db`` shows its password as ``***`` (none where it has no password)."""
+    from controlplane.storage.errors import mask_password
+
+    if mask_password(db_url) == db_url:
+        return []
+    return ["# (--db's password is shown as ***: put yours back)"]
 
 
 def _trace_argument(trace: str) -> str:

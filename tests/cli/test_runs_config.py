@@ -45,7 +45,7 @@ def test_a_runs_config_leaves_its_database_out_so_a_replay_stores_where_it_is_to
     shown = runner.invoke(app, ["runs", "config", "1", "--db", str(source)])
     assert shown.exit_code == 0, shown.output
     assert "cand1.db" not in "".join(line for line in shown.stdout.splitlines() if not line.startswith("#"))
-    assert f"# storage.url is left out (run 1 is stored in sqlite:///{source})" in shown.stdout
+    assert f"# storage.url is left out (run 1 ran with sqlite:///{source})" in shown.stdout
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
