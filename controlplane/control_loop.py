@@ -41,6 +41,9 @@ class ControlLoop:
     _extras: dict[str, tuple[Any, tuple[Any, float | None]]] | None = None  # model -> (estimator, extras)
     # model -> when its last scale decision was applied (`ScalingContext.last_scale_s`); None until one is
     _last_scale_s: dict[str, float] | None = None
+    # scale-up event (`stats.num_scale_events`' number) -> (model, its `_last_scale_s` before, the event's time),
+    # until the pool placed one of its replicas or none (`_scale_up_settled`)
+    _scale_up_before: dict[int, tuple[str, float | None, float]] | None = None
     _unplaced_held: dict[str, tuple[float, int]] | None = None  # model -> (its retry's time, the target held back)
 
     def set_iteration_estimator(self, estimate: Callable[..., float] | None) -> None:
@@ -183,6 +186,26 @@ class ControlLoop:
                        {"from": current, "to": current, "wanted": decision.target_replicas,
                         "unplaced_retry_s": round(retry_s, 3)})
 
+    def _scale_up_settled(self, event: int, *, placed: bool) -> None:
+        """Scale-up ``event`` placed one of its replicas (``placed``), or none: then it changed nothing, and the
+        model's `_last_scale_s` goes back to the change before it (where no later one moved it), so that
+        `scaling-rules`' cooldown runs from changes the core applied, simulated and live alike (an all-unplaced
+        scale-up held the next one back as `cooldown: 0s left`)."""
+        entry = self._scale_up_before.pop(event, None) if self._scale_up_before else None
+        if entry is None or placed:
+            return
+        model, before, at = entry
+        last = self._last_scale_s
+        if last is None or last.get(model) != at:
+            return
+        if before is None:
+            del last[model]
+        else:
+            last[model] = before
+        for other, (m, b, t) in self._scale_up_before.items():  # (one started since, on top of this one: its before)
+            if m == model and b == at:
+                self._scale_up_before[other] = (m, before, t)
+
     def _record_advisory(self, model: str, current: int, decision: ScaleDecision) -> None:
         """Shadow policies' would-be decisions, recorded (action ``shadow_scale``) when one's target changes from its
         own last one (the cluster's count before its first: a first decision to stay is no change), and when one
@@ -268,8 +291,13 @@ class ControlLoop:
             self._unplaced_held.pop(model, None)
         if self._last_scale_s is None:
             self._last_scale_s = {}
+        before = self._last_scale_s.get(model)
         self._last_scale_s[model] = scaling.now_s  # (what `scaling-rules`' cooldown starts from)
         self.stats.num_scale_events += 1
+        if target > len(current):  # (undone if the pool places none of its replicas: `_scale_up_settled`)
+            if self._scale_up_before is None:
+                self._scale_up_before = {}
+            self._scale_up_before[self.stats.num_scale_events] = (model, before, scaling.now_s)
         payload: dict[str, Any] = {"from": len(current), "to": target}
         if decision.confidence is not None:
             payload["confidence"] = decision.confidence

@@ -173,7 +173,8 @@ class ScalingContext:
     # a worker's KV blocks held now, where a driver counts them mid-batch (`PolicyContext.kv_blocks_used`)
     kv_blocks_now: Callable[[Worker], int] | None = field(default=None, repr=False, compare=False)
     # the run time at which the core last applied a scale decision of this model, starting or draining replicas
-    # (None: none yet). A decision the core did not apply (a scale-up while the last one is unplaced) leaves it:
+    # (None: none yet). A decision the core did not apply (a scale-up while the last one is unplaced) leaves it, and
+    # a scale-up none of whose replicas the pool placed takes it back to the change before (`_scale_up_settled`):
     # a rule that counts from changes (`scaling-rules`' cooldown) reads here which of its decisions took effect.
     last_scale_s: float | None = None
 

@@ -76,11 +76,13 @@ class WorkerLifecycle:
             del self._scale_up_counts[event]  # one replica placed: the scale event took effect
             for other in [o for o, e in self._scale_up_of.items() if e == event]:
                 del self._scale_up_of[other]
+            self._scale_up_settled(event, placed=True)
             return
         counts[1] += 1
         if counts[1] == counts[0]:
             del self._scale_up_counts[event]
             self.stats.num_unplaced_scale_events += 1
+            self._scale_up_settled(event, placed=False)  # (nor does it start a cooldown)
 
     def _announce(self, w: Worker, now: float) -> None:
         """``w``, started by a driver that places workers (`confirms_placement`), was placed (or got further: ready,

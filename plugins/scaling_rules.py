@@ -42,6 +42,9 @@ class ScalingRules(Plugin):
         # per model: when the rules last let a change through, until the next context says whether the core applied
         # it (`ScalingContext.last_scale_s`): a scale-up the core held back (its last one unplaced) starts no cooldown
         self._let_through_s: dict[str, float] = {}
+        # per model: the change `_last_change_s` held before its last one, back in force where the core undoes that one
+        # (a scale-up none of whose replicas the pool placed, answered after the next context: its last_scale_s drops)
+        self._earlier_change_s: dict[str, float | None] = {}
         self._wanted: dict[str, deque[tuple[float, int]]] = {}  # per model: (time, policy's target)
 
     def clamp(self, now_s: float, model: str, current: int, decision: ScaleDecision,
@@ -51,8 +54,17 @@ class ScalingRules(Plugin):
         the last change the rules let through that the core applied."""
         s = self.settings
         let_through = self._let_through_s.pop(model, None)
+        applied = self._last_change_s.get(model)
+        if applied is not None and last_scale_s is not EVERY_CHANGE_APPLIED and (
+                last_scale_s is None or last_scale_s < applied):  # the core undid it: it placed no replica
+            earlier = self._earlier_change_s.pop(model, None)
+            if earlier is None:
+                del self._last_change_s[model]
+            else:
+                self._last_change_s[model] = earlier
         if let_through is not None and (last_scale_s is EVERY_CHANGE_APPLIED or (
                 last_scale_s is not None and last_scale_s >= let_through)):
+            self._earlier_change_s[model] = self._last_change_s.get(model)
             self._last_change_s[model] = let_through
         wanted = target = decision.target_replicas
         notes: list[str] = []
@@ -93,7 +105,7 @@ class ScalingRules(Plugin):
             last = self._last_change_s.get(model)
             # Bounds are not held back by the cooldown: a count outside them is fixed at once.
             if last is not None and now_s - last < s.cooldown_s and bound is None:
-                notes.append(f"cooldown: {last + s.cooldown_s - now_s:.0f}s left")
+                notes.append(f"cooldown: {_seconds_left(last + s.cooldown_s - now_s)} left")
                 held, target = target, current
         # A change to the bound alone (the configured count corrected, not the policy's reaction to load) starts no
         # cooldown: a start at 1 raised to min_replicas 2 held the planner's first scale-up back for the cooldown.
@@ -114,3 +126,9 @@ class ScalingRules(Plugin):
             return self.clamp(ctx.now_s, model, scaling.num_current, decision, scaling.last_scale_s)
         except Exception as exc:  # noqa: BLE001 - keep the wrapped policy's decision rather than lose it
             return replace(decision, reason=f"{decision.reason} | rules skipped: {type(exc).__name__}: {exc}")
+
+
+def _seconds_left(left_s: float) -> str:
+    """A cooldown's time left as its note says it: whole seconds, ``<1s`` under half a second (not ``0s``, which
+    read as no hold at all)."""
+    return f"{left_s:.0f}s" if left_s >= 0.5 else "<1s"

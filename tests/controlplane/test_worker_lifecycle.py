@@ -351,7 +351,8 @@ def test_a_scale_up_held_back_after_an_unplaced_one_is_stored_naming_the_wait_an
     `scaling-rules` started its cooldown at each one it let through: the stored holds blamed a cooldown that did not
     exist (``cooldown: 3s left`` at 16.5 s with a 5 s cooldown and the last change at 7.0 s), and the retry came
     21 s after the unplaced start rather than 15. The core now stores the wait as a ``scale_held`` row, and the cooldown runs from changes
-    the core applied (`ScalingContext.last_scale_s`)."""
+    the core applied (`ScalingContext.last_scale_s`): a scale-up none of whose replicas was placed starts none (it
+    held the next tick's want as ``cooldown: 0s left``, live); one that placed a replica does."""
     from plugins.scaling_rules import ScalingRules
     from controlplane.worker_lifecycle import UNPLACEABLE, UNPLACED_RETRY_S
 
@@ -368,16 +369,22 @@ def test_a_scale_up_held_back_after_an_unplaced_one_is_stored_naming_the_wait_an
     run.handle(ev.Tick(7.0))
     for w in run.started()[1:]:
         run.handle(ev.WorkerFailed(7.0, w, f"{UNPLACEABLE}: no free slot for {w}"))
+    assert run.core._last_scale_s == {}  # (no change took effect)
     t = 7.0
     while t < 7.0 + UNPLACED_RETRY_S + 1.0:
         t += 0.5
         run.handle(ev.Tick(t))
+        if t == 7.0 + UNPLACED_RETRY_S:  # the retry: one of its two replicas placed, the other not
+            placed, refused = run.started()[-2:]
+            run.handle(ev.WorkerReady(t, placed))
+            run.handle(ev.WorkerFailed(t, refused, f"{UNPLACEABLE}: no free slot for {refused}"))
     scales = [d for d in run.log.decisions if d.hook == "cp_scale"]
     held = [(d.time_s, d.plugin, d.reason) for d in scales if d.action == "scale_held"]
-    assert held[0][:2] == (7.5, "three") and "cooldown: 4s left" in held[0][2]  # the cooldown of the change at 7 s
-    assert [h[:2] for h in held[1:]] == [(11.0, "core")]  # then the wait alone, once, naming itself
-    assert "unplaced" in held[1][2] and f"waits until {7.0 + UNPLACED_RETRY_S:.1f}s" in held[1][2]
-    assert [d.payload for d in scales if d.action == "scale_held"][1] == {
+    assert [h[:2] for h in held] == [(7.5, "core"), (22.5, "three")]  # the wait alone, once, naming itself
+    assert "unplaced" in held[0][2] and f"waits until {7.0 + UNPLACED_RETRY_S:.1f}s" in held[0][2]
+    assert "cooldown" not in held[0][2]
+    assert [d.payload for d in scales if d.action == "scale_held"][0] == {
         "from": 1, "to": 1, "wanted": 3, "unplaced_retry_s": 7.0 + UNPLACED_RETRY_S}
+    assert "rules: 3 -> 2 (cooldown: 4s left)" in held[1][2]  # the retry placed a replica: its cooldown runs
     ups = [d.time_s for d in scales if d.action == "scale"]
     assert ups == [7.0, 7.0 + UNPLACED_RETRY_S]  # the retry after the wait, not a cooldown later

@@ -218,3 +218,25 @@ def test_the_cooldown_runs_from_changes_the_core_applied():
     assert d.target_replicas == 3 and "cooldown" not in d.reason
     d = r.clamp(14.0, "default", 3, _d(5), 12.5)  # 12.5 was applied: held from then
     assert d.target_replicas == 3 and "cooldown: 4s left" in d.reason
+
+
+def test_a_change_the_core_undid_starts_no_cooldown_and_a_hold_under_a_second_says_so():
+    """A scale-up none of whose replicas the pool placed changed nothing: the core takes its ``last_scale_s`` back
+    (here after the next context had confirmed it, as a slow pool answers), and the cooldown runs from the change
+    before it; live, an all-unplaced scale-up held the next want as ``cooldown: 0s left``."""
+    r = _rules(cooldown_s=5)
+    assert r.clamp(1.0, "default", 1, _d(2), None).target_replicas == 2
+    assert r.clamp(2.0, "default", 2, _d(2), 1.0).target_replicas == 2  # applied at 1.0
+    assert r.clamp(7.0, "default", 2, _d(4), 1.0).target_replicas == 4  # let through
+    d = r.clamp(8.0, "default", 2, _d(4), 7.0)  # applied (so far)
+    assert d.target_replicas == 2 and "cooldown: 4s left" in d.reason
+    d = r.clamp(8.5, "default", 2, _d(4), 1.0)  # then undone: no replica placed; the change at 1.0 holds nothing
+    assert d.target_replicas == 4 and "cooldown" not in d.reason
+    r = _rules(cooldown_s=2)
+    assert r.clamp(23.0, "default", 1, _d(3), None).target_replicas == 3
+    assert r.clamp(23.5, "default", 1, _d(3), None).target_replicas == 3  # undone before the next context
+    d = r.clamp(24.8, "default", 3, _d(5), 23.5)
+    assert d.target_replicas == 3 and d.reason.endswith("(cooldown: 1s left)")
+    d = r.clamp(25.3, "default", 3, _d(5), 23.5)
+    assert d.target_replicas == 3 and d.reason.endswith("(cooldown: <1s left)")
+
