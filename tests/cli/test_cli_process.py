@@ -173,7 +173,7 @@ def test_sim_replay_builds_the_sim_group_with_replay_alone():
     # `controlplane sim replay ...` as a process: what it builds is what a user's command line gets.
     proc = subprocess.run([sys.executable, "-m", "controlplane.cli", "sim", "replay", "--help"], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
-    assert proc.returncode == 0 and "Usage: python -m controlplane.cli sim replay [OPTIONS] [trace]" in proc.stdout
+    assert proc.returncode == 0 and "Usage: python -m controlplane.cli sim replay [OPTIONS] [TRACE]" in proc.stdout
 
 
 def test_pydantic_is_told_no_plugin_is_installed_only_when_the_cache_knows_it(monkeypatch):
@@ -193,7 +193,7 @@ def test_help_shows_no_type_after_on_off_flags():
     """Flags take no value: ``--json``, not ``--json <bool>`` (typer 0.2x's rich panels name every
     option's type); options with a value keep theirs."""
     for command, flags, valued in (
-            (["runs", "list"], ["--help"], {"--limit": "<int range> [x>=1]", "--db": "<str>"}),
+            (["runs", "list"], ["--help"], {"--limit": "<int range> [x>=0]", "--db": "<str>"}),
             (["sim", "replay"], ["--json", "--exact", "--progress", "--help"],
              {"--speed-up": "<float>", "--opt": "KEY=VALUE"}),
             (["sim", "sweep"], ["--fresh", "--json", "--help"], {"--workers": "<int range> [x>=1]"}),
