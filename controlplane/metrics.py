@@ -9,18 +9,20 @@ from controlplane.batch_costs import BatchCosts
 from controlplane.config import SLOConfig
 from controlplane.quantiles import SpilledValues
 from controlplane.request_latency import Latencies, request_latencies
-from controlplane.types import Request, RequestStatus
+from controlplane.types import ReasonCode, Request, RequestStatus
 
 PERCENTILES = (50, 90, 99)
 # Enum members as module globals: `RequestStatus.X` goes through the enum's metaclass (~5x a global's read).
 _COMPLETED, _REJECTED, _FAILED, _CANCELLED = (RequestStatus.COMPLETED, RequestStatus.REJECTED, RequestStatus.FAILED,
                                              RequestStatus.CANCELLED)
+_UNKNOWN_MODEL = ReasonCode.UNKNOWN_MODEL
 _FLUSH_EVERY = 4096  # finished requests whose latencies wait in plain lists before joining `values`
 LATENCY_METRICS = ("ttft", "tpot", "e2e", "queue")
 #: Distinct reasons (each up to its first ':') counted apart, at most; later new ones are counted as
 #: `OTHER_REASONS`, so a policy that puts a number in every reason does not grow the run's memory.
 MAX_REASONS = 100
 OTHER_REASONS = "(other reasons)"
+OTHER_MODELS = "(other models)"  # the same for `unknown_models`' names
 
 __all__ = ["LATENCY_METRICS", "PERCENTILES", "RunStats", "request_latencies"]
 
@@ -51,6 +53,7 @@ class RunStats:
         self.num_arrived = 0
         self.status_counts: Counter[str] = Counter()
         self.reject_reasons: Counter[str] = Counter()
+        self.unknown_models: Counter[str] = Counter()  # requests rejected for a model no deployment serves, by model
         self.cache_hits: Counter[str] = Counter()
         self.cache_hit_tokens = 0  # prompt + output tokens of the requests a response cache served
         self.cache_hit_output_tokens = 0  # of which output
@@ -98,6 +101,9 @@ class RunStats:
             reasons = self.reject_reasons
             key = (r.reason or "unknown").split(":")[0]
             reasons[key if key in reasons or len(reasons) < MAX_REASONS else OTHER_REASONS] += 1
+            if r.reason_code is _UNKNOWN_MODEL:
+                models, name = self.unknown_models, str(r.model)
+                models[name if name in models or len(models) < MAX_REASONS else OTHER_MODELS] += 1
             return
         if status is not _COMPLETED:
             return
@@ -178,6 +184,8 @@ class RunStats:
         out["num_scale_events"] = self.num_scale_events - self.num_unplaced_scale_events  # the changes that took effect
         out["num_plugin_errors"] = self.num_plugin_errors
         out["reject_reasons"] = dict(sorted(self.reject_reasons.items()))
+        if self.unknown_models:  # (the models asked for that none serves, with the requests refused: warned of)
+            out["unknown_models"] = dict(sorted(self.unknown_models.items()))
         out["prompt_tokens"] = self.prompt_tokens
         out["output_tokens"] = self.output_tokens
         return out

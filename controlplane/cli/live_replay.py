@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 
 from controlplane.cli import common
 from controlplane.cli.common import user_errors
 from controlplane.cli.config_checks import checked_run_config
 from controlplane.cli.summary_table import summary_table
+from controlplane.cli.unknown_models import served_by_first_warning
 from controlplane.cli.worker_options import CpuThreadsOpt, ModelPathOpt, PrecisionOpt, PresetOpt
 from controlplane.errors import ConfigError
 from controlplane.storage.errors import mask_password
@@ -137,6 +139,8 @@ def live_replay(
             common.err.print(note, highlight=False)
         if note := params_note(requests):
             common.err.print(f"[yellow]warning:[/] {note}", highlight=False, soft_wrap=True)
+        if note := served_by_first_warning(requests, [m.name for m in cfg.cluster.models]):  # (--json too)
+            common.err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False, soft_wrap=True)
         def started(run_id: int | None) -> None:  # the run is recorded (and its workers ready): said only now
             if not json_out:
                 common.err.print(f"run {run_id} recorded in {mask_password(cfg.storage.url)}", highlight=False)

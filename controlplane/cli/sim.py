@@ -303,6 +303,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
     if json_out:
         common.write_stdout(json.dumps({**summary, "status": "finished"}, sort_keys=True) + "\n")  # (typer.echo's way)
         _warn_skipped(summary)
+        _warn_unknown_models(summary, cfg)
         _warn_refused(result)
         return
     title = f"run {summary.get('run_id')} - {Path(path).name} ({result.trace_format})"
@@ -324,6 +325,7 @@ def _replay(writer: Any, trace: Optional[Path], format: Optional[str], db: Optio
                          f"decided): `controlplane runs show {summary.get('run_id')}{db}` lists them with their first "
                          "error", highlight=False)
     _warn_skipped(summary)
+    _warn_unknown_models(summary, cfg)
     _warn_refused(result)
 
 
@@ -368,6 +370,14 @@ def _warn_skipped(summary: dict[str, Any]) -> None:
         common.err.print(f"[yellow]warning:[/] {skipped:,} bad trace row{'s' if skipped != 1 else ''} skipped "
                          f"(--opt on_error=skip), not replayed; the first: {escape(first)}", highlight=False,
                          soft_wrap=True)
+
+
+def _warn_unknown_models(summary: dict[str, Any], cfg: Any) -> None:
+    """The requests rejected for a model the config does not serve (never silent): how many, naming the models."""
+    from controlplane.cli.unknown_models import unknown_models_warning
+
+    if text := unknown_models_warning(summary, (m.name for m in cfg.cluster.models)):
+        _warn(text)
 
 
 def _warn_refused(result: Any) -> None:
