@@ -317,11 +317,26 @@ def within_other(a: RunSample, b: RunSample) -> tuple[RunSample, RunSample, str]
     inner = big.of_requests(keep)
     if not same_requests(small, inner):
         return None
-    extra = big.request_ids[~keep]
-    shown = ", ".join(map(str, extra[:3])) + (", ..." if len(extra) > 3 else "")
+    extra = left_out_ids(big, keep)
     covers = (f"the {len(small.request_ids)} requests both runs replayed (run {big.run_id}'s {len(extra)} others "
-              f"left out: {shown})")
+              f"left out: {_first_ids(extra)})")
     return (small, inner, covers) if small is a else (inner, small, covers)
+
+
+def left_out_ids(sample: RunSample, keep: np.ndarray) -> list[str]:
+    """The ids of ``sample``'s requests ``keep`` (a mask over them) leaves out, in arrival order, those arriving
+    together by their ids, numerically where all are numbers (sorted as text, as stored, 800-1199 read ``1000, 1001,
+    1002, ...``)."""
+    out = sample.of_requests(~keep)
+    ids = [str(i) for i in out.request_ids]
+    numeric = all(i.isdigit() for i in ids)
+    at = out.arrivals if out.arrivals is not None else range(len(ids))  # (None: in arrival order already)
+    return [ids[j] for j in sorted(range(len(ids)), key=lambda j: (at[j], int(ids[j]) if numeric else ids[j]))]
+
+
+def _first_ids(ids: list[str]) -> str:
+    """The first three of ``ids``, then ``...`` if there are more."""
+    return ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
 
 
 def every_run_replayed(a: Sequence[RunSample], b: Sequence[RunSample]
@@ -345,11 +360,10 @@ def every_run_replayed(a: Sequence[RunSample], b: Sequence[RunSample]
             return None
         restricted.append(inner)
         if not keep.all():
-            left_out.append((s.run_id, s.request_ids[~keep]))
-    first = left_out[0][1]
-    shown = ", ".join(map(str, first[:3])) + (", ..." if len(first) > 3 else "")
+            left_out.append((s.run_id, left_out_ids(s, keep)))
     others = ", ".join(f"run {rid}'s {len(extra)}" for rid, extra in left_out)
-    covers = f"the {len(small.request_ids)} requests every run replayed ({others} others left out: {shown})"
+    covers = (f"the {len(small.request_ids)} requests every run replayed ({others} others left out: "
+              f"{_first_ids(left_out[0][1])})")
     return restricted[:len(a)], restricted[len(a):], covers
 
 

@@ -331,3 +331,20 @@ def test_a_percentile_over_too_few_values_gets_no_verdict():
                               "verdict (10 beyond it)")
     assert p90.no_verdict is not None and p50.no_verdict is None and p50.outcome == "worse"
     assert p99.as_dict()["no_verdict"] == p99.no_verdict and p99.as_dict()["outcome"] is None
+
+
+def test_the_requests_left_out_are_named_in_arrival_order_not_as_their_ids_sort_as_text():
+    """Runs of 1,200 and 800 numbered requests (stored, and loaded, in id order as text): "others left out: 1000, 1001,
+    1002, ..." where 800-1199 were left out. They are named in arrival order, ties by their numbers."""
+    from controlplane.compare import every_run_replayed, within_other
+
+    order = sorted(range(1200), key=str)  # (as `load_sample` reads them: ordered by the id's text)
+    ids = np.array([str(i) for i in order], dtype=object)
+    arrivals = np.array([0.5 * (i // 2) for i in order])  # (two at a time: ties)
+    big = RunSample(1, ids, {m: np.full(1200, 0.1) for m in ("ttft", "tpot", "e2e", "queue")}, SLO,
+                    arrivals=arrivals)
+    small = big.of_requests(np.array([i < 800 for i in order]))
+    small.run_id = 2
+    assert within_other(small, big)[2] == ("the 800 requests both runs replayed (run 1's 400 others left out: 800, "
+                                           "801, 802, ...)")
+    assert every_run_replayed([big], [small, small])[2].endswith("(run 1's 400 others left out: 800, 801, 802, ...)")
