@@ -6,6 +6,7 @@ lists its keys)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,7 +80,8 @@ def replayed_note(samples_a: Sequence[Any], samples_b: Sequence[Any]) -> str:
 def mixed_side_notes(runs_a: Sequence[dict[str, Any]], runs_b: Sequence[dict[str, Any]]) -> list[str]:
     """A note for each side of several runs that is not one configuration over seeds, as the intervals over seeds
     take it to be: runs whose configs differ beyond their seed, name, storage, process and trace reading (another
-    policy, setting or cluster), and a seed run more than once."""
+    policy, setting or cluster), and a seed run more than once by one configuration (runs of two configurations
+    that share a seed are the first note's, not repeats)."""
     from controlplane.config_dotted import flat_keys
 
     def settings(run: dict[str, Any]) -> dict[str, Any]:
@@ -91,9 +93,9 @@ def mixed_side_notes(runs_a: Sequence[dict[str, Any]], runs_b: Sequence[dict[str
     for side, runs in (("A", runs_a), ("B", runs_b)):
         if len(runs) < 2:
             continue
-        first = settings(runs[0])
-        for run in runs[1:]:
-            other = settings(run)
+        configs = [settings(run) for run in runs]
+        first = configs[0]
+        for run, other in zip(runs[1:], configs[1:]):
             keys = sorted(k for k in first.keys() | other.keys() if first.get(k, _ABSENT) != other.get(k, _ABSENT))
             if keys:
                 shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
@@ -102,11 +104,12 @@ def mixed_side_notes(runs_a: Sequence[dict[str, Any]], runs_b: Sequence[dict[str
                              "seeds of one configuration, so they mix the configurations' effects: compare one "
                              "configuration's runs a side")
                 break
-        seeds: dict[Any, list[int]] = {}
-        for run in runs:
+        seeds: dict[tuple[str, Any], list[int]] = {}  # (the configuration, the seed) -> its runs
+        for run, config in zip(runs, configs):
             if run.get("seed") is not None:
-                seeds.setdefault(run["seed"], []).append(run["id"])
-        for seed, ids in seeds.items():
+                same = json.dumps(config, sort_keys=True, default=str)
+                seeds.setdefault((same, run["seed"]), []).append(run["id"])
+        for (_, seed), ids in seeds.items():
             if len(ids) > 1:
                 notes.append(f"note: side {side} runs seed {seed} more than once (runs {', '.join(map(str, ids))}): "
                              "the intervals over seeds take its runs for independent seeds, which runs of one seed "

@@ -31,7 +31,7 @@ TIGHT = {
 def runs(tmp_path_factory) -> str:
     """Runs 1, 2: the bundled config, seeds 0 and 1; runs 3, 4: `TIGHT`, seeds 0 and 1; run 5: `TIGHT` routed
     round-robin, seed 0; each of the bundled trace's first 150 requests; run 6: the bundled config, seed 2, of the
-    first 100."""
+    first 100; run 7: `TIGHT`, seed 0 again, of the first 150."""
     folder = tmp_path_factory.mktemp("several")
     db = f"sqlite:///{folder / 'runs.db'}"
     (folder / "tight.yaml").write_text(yaml.safe_dump(TIGHT))
@@ -39,7 +39,7 @@ def runs(tmp_path_factory) -> str:
                                                                for p in TIGHT["plugins"]["enabled"]]}}
     (folder / "rr.yaml").write_text(yaml.safe_dump(rr))
     for config, seed, limit in ((None, 0, 150), (None, 1, 150), ("tight.yaml", 0, 150), ("tight.yaml", 1, 150),
-                                ("rr.yaml", 0, 150), (None, 2, 100)):
+                                ("rr.yaml", 0, 150), (None, 2, 100), ("tight.yaml", 0, 150)):
         args = ["-c", str(folder / config)] if config else []
         done = CliRunner().invoke(app, ["sim", "replay", *args, "--limit", str(limit), "--seed", str(seed), "--db", db,
                                         "--json", "--no-progress"])
@@ -101,14 +101,18 @@ def test_one_run_a_side_keeps_its_paired_restriction(runs):
 
 
 def test_a_side_that_mixes_configurations_or_repeats_a_seed_is_noted(runs):
-    """`--a 1,2,3`: runs of another routing policy, and two of seed 0, were taken for seeds of one configuration."""
+    """`--a 1,2,3`: runs of another routing policy, and two of seed 0, were taken for seeds of one configuration.
+    Runs of two configurations that share a seed are no repeat (`--a 1,2,11` of two chunk sizes read "side A runs
+    seed 1 more than once (runs 1, 11)"): the seed note counts the runs of one configuration."""
     done = _compare(runs, "--a", "3,4,5", "--b", "1,2", "--json")
     notes = json.loads(done.stdout)["notes"]
     assert ("note: side A's runs are not one configuration over seeds: run 5's config differs from run 3's "
             "(plugins.enabled); the intervals over seeds take them for seeds of one configuration") in "\n".join(notes)
-    assert any(n.startswith("note: side A runs seed 0 more than once (runs 3, 5): ") for n in notes)
+    assert not any("more than once" in n for n in notes)  # (runs 3 and 5: seed 0 of two configurations)
     assert not any("side B" in n for n in notes)
     assert done.stderr.splitlines() == notes
+    repeated = json.loads(_compare(runs, "--a", "3,4,5,7", "--b", "1,2", "--json").stdout)["notes"]
+    assert any(n.startswith("note: side A runs seed 0 more than once (runs 3, 7): ") for n in repeated)
     table = _compare(runs, "--a", "3,4,5", "--b", "1,2", "--no-ci")
     assert "note: side A's runs are not one configuration over seeds" in table.stderr
 
