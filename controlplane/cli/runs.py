@@ -22,7 +22,8 @@ from controlplane.cli.runs_running import running_line
 from controlplane.cli.runs_served import served_line
 from controlplane.cli.runs_notes import (incomplete_note, refused_line, stopped_line, targets_note, transforms_unknown,
                                          workload_note)
-from controlplane.cli.summary_table import by_model_table, compare_table, summary_table
+from controlplane.cli.summary_table import (by_model_table, compare_table, summary_table, uncalibrated_guardians_line,
+                                            uncalibrated_guardians_note)
 
 app = typer.Typer(help="Inspect, compare and export stored runs.", no_args_is_help=True)
 
@@ -110,6 +111,8 @@ def show(
         fit = f"; {fit_line(f['fit'])}" if isinstance(f.get("fit"), dict) else ""  # (runs stored before: no fit)
         out.print(f"latency profile of {model}: {f['path']} sha256 {f['sha256']}{fit}", highlight=False,
                   soft_wrap=True)  # (one line: the hash as printed, whole)
+    if guardians := uncalibrated_guardians_line(run.get("summary")):  # (guardians priced at the default latency)
+        out.print(guardians, highlight=False, markup=False, soft_wrap=True)
     if (error := (run.get("summary") or {}).get("error")) is not None:
         out.print(f"[bold red]{run['status']}:[/] {escape(error.rstrip(': '))}", highlight=False)
     if still:
@@ -275,7 +278,8 @@ def compare(
     # Notes on stderr, as every command's (stdout holds the tables, or the JSON, alone); --json has them too. The
     # SLO targets' in every mode: --no-ci's SLO row too is each run's own.
     notes = [n for n in (*status_notes((*runs_a, *runs_b)), targets_note((*runs_a, *runs_b)), workloads, deployments,
-                         reproducibility, *mixed_side_notes(runs_a, runs_b)) if n]
+                         reproducibility, *mixed_side_notes(runs_a, runs_b),
+                         uncalibrated_guardians_note((*runs_a, *runs_b))) if n]
     if json_out:
         metrics = [d.as_dict() for d in diffs] if ci else summary_diffs(runs_a, runs_b, metrics_wanted)  # (no interval)
         by_model = ({m: [d.as_dict() for d in ds] for m, ds in model_diffs.items()} if ci

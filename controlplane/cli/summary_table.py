@@ -202,6 +202,33 @@ def guardian_rows(*summaries: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]
     return rows
 
 
+#: What a guardian priced at the simulator's default latency is to be set from (`guardian_latency_uncalibrated`).
+_CALIBRATE_GUARDIAN = ("set guardians.models[].latency.base_s from a live run's guardians.NAME.mean_check_s "
+                       "(docs/guardians.md, Calibrating a guardian's latency)")
+
+
+def uncalibrated_guardians_line(summary: dict[str, Any] | None) -> str:
+    """`runs show`'s line naming the guardians a simulated run priced at the default latency (its summary's
+    ``guardian_latency_uncalibrated``, said until now on the replay's stderr and in --json alone); '' for none."""
+    names = (summary or {}).get("guardian_latency_uncalibrated") or []
+    if not names:
+        return ""
+    return (f"guardian latency uncalibrated: {', '.join(map(str, names))} (each batch of checks priced at the "
+            f"default latency, not what the guardian takes: its check times and costs say nothing of it); "
+            f"{_CALIBRATE_GUARDIAN}")
+
+
+def uncalibrated_guardians_note(runs: Any) -> str:
+    """`runs compare`'s note when a run of either side priced guardians at the default latency; '' for none."""
+    named = [f"run {run['id']}'s {', '.join(map(str, found))}" for run in runs
+             if (found := (run.get("summary") or {}).get("guardian_latency_uncalibrated"))]
+    if not named:
+        return ""
+    return (f"note: guardian latency uncalibrated: {'; '.join(named)} (priced at the default latency, not what the "
+            f"guardians take: their check times, waits and costs compare the default, not the guardians); "
+            f"{_CALIBRATE_GUARDIAN}")
+
+
 #: The per-model table's columns: (key of a ``by_model`` entry, heading).
 BY_MODEL_COLUMNS = (("num_requests", "requests"), ("num_completed", "completed"), ("ttft_p50_s", "TTFT p50 (s)"),
                     ("ttft_p99_s", "TTFT p99 (s)"), ("tpot_p99_s", "TPOT p99 (s)"), ("e2e_p99_s", "E2E p99 (s)"),
