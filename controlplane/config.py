@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_serializer,
+                      model_validator)
 from typing_extensions import TypedDict  # (pydantic's dependency: below Python 3.12 pydantic takes only this one)
 
 from controlplane.config_errors import ENV_PREFIX, MOVED_TO_CONTROL as _MOVED_TO_CONTROL, environment_note
@@ -139,6 +140,17 @@ class ClusterConfig(_Section):
     gpu_prices: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_GPU_PRICES))
     gpus: OwnGPUs = Field(default_factory=dict)  # GPUs of one's own by name (controlplane.hardware.own_specs)
     model_specs: OwnModels = Field(default_factory=dict)  # models of one's own by name, for model_spec
+
+    @model_serializer(mode="wrap")
+    def _without_empty_own_specs(self, handler: Any) -> Any:
+        """``gpus`` and ``model_specs`` are left out of a dump while empty: a stored config, a sweep spec's hash and
+        `runs config` read as before they existed (an older release refused the keys; a stored sweep resumes)."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for key in ("gpus", "model_specs"):
+                if not data.get(key):
+                    data.pop(key, None)
+        return data
 
     @model_validator(mode="wrap")
     @classmethod

@@ -617,3 +617,17 @@ def test_a_config_changed_in_code_is_checked_again_when_a_replay_starts():
         replay(make_trace(5), config, record=False)
     with pytest.raises(TypeError, match="config must be a RunConfig .* got str"):
         replay(make_trace(5), "cluster.yaml", record=False)
+
+
+def test_a_dump_leaves_out_empty_own_gpus_and_models():
+    """Every dumped config carried `gpus: {}` and `model_specs: {}` once they existed: a sweep spec's hash changed
+    (a stored sweep was run again as a new one) and the release before refused a stored config ('Extra inputs are
+    not permitted'). Left out while empty, kept when given."""
+    from controlplane.config import RunConfig
+
+    assert set(RunConfig().model_dump(mode="json")["cluster"]) == {"models", "max_retries", "gpu_prices"}
+    own = RunConfig.model_validate({"cluster": {"gpus": {"l40s-own": {"memory_gib": 48, "fp16_tflops": 362,
+                                                                       "memory_bandwidth_gb_s": 864}}}})
+    dumped = own.model_dump(mode="json")["cluster"]
+    assert "l40s-own" in dumped["gpus"] and "model_specs" not in dumped
+    assert RunConfig.model_validate(own.model_dump(mode="json")).cluster.gpus.keys() == {"l40s-own"}

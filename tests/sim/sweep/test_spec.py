@@ -230,3 +230,13 @@ def test_a_missing_config_file_names_the_spec_its_key_and_where_it_looked(tmp_pa
     with pytest.raises(ConfigError, match=f"^{spec}: config: config file not found: {tmp_path / 'gone.yaml'} "
                                           rf"\(looked for {tmp_path / 'gone.yaml'}\)$"):
         load_spec(spec)
+
+
+def test_a_spec_hashes_as_the_release_before_own_gpus_and_models_existed():
+    """Every dumped base config gained `cluster.gpus: {}` and `cluster.model_specs: {}`: no sweep stored by the
+    release before resumed (a new sweep ran every point again, silently). Values computed by that release
+    (3f620843)."""
+    space = {"cluster.models.0.replicas": [2, 4]}
+    hashes = [load_spec(data={"base": base, "trace": {"limit": 50}, "space": space, "seeds": [0, 1]}).hash
+              for base in ({}, {"cluster.models.0.num_kv_blocks": 8192})]
+    assert hashes == ["853534fdd18390c77c7f2b71", "fa6046a820c84e5655c4b6de"]
