@@ -343,20 +343,23 @@ def config_of_run(run_id: RunArg, db: DbOpt = None) -> None:
     its format, how the run read it (--limit, a window, --opt ...), the command line that replays the run with
     the YAML saved as run1.yaml (for run 1), each command naming the run's database (--db), and that storage.url
     is left out (a replay with the YAML alone stores its run in --db's database, or the default one, not in the
-    one the run was read from)."""
+    one the run was read from). A config this release refuses (an older release's) is printed as the run ran with
+    it, a comment at the top (and a warning on stderr) saying why and how to replay it now."""
     import yaml
 
+    from controlplane.cli.runs_config_check import stored_config_notes
     from controlplane.cli.runs_replay_command import config_command, replay_header, without_storage_url
     from controlplane.storage import get_run, run_config
 
     with user_errors():
         engine = _engine(db)
-        cfg = run_config(engine, run_id)
+        printed, notes, warning = stored_config_notes(run_config(engine, run_id, validate=False), run_id)
         run = get_run(engine, run_id)
         url = resolve_db(db)
-    printed = cfg.model_dump(mode="json")
     typer.echo(f"# the config run {run_id} ran with (`{config_command(run_id, url)}`)")
-    for line in (*replay_header(run, f"run{run_id}.yaml", url), *without_storage_url(printed, run_id)):
+    if warning:
+        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+    for line in (*notes, *replay_header(run, f"run{run_id}.yaml", url), *without_storage_url(printed, run_id)):
         typer.echo(line)
     typer.echo(yaml.safe_dump(printed, sort_keys=False), nl=False)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Final, Literal, TextIO, overload
 
 from sqlalchemy import Engine, Table, case, func, select
 from sqlalchemy.exc import DBAPIError
@@ -182,15 +182,35 @@ def get_run(engine: Engine, run_id: int) -> dict[str, Any]:
 RUN_FACTS: Final = ("trace_read", "latency_files", "process")
 
 
-def run_config(engine: Engine, run_id: int) -> RunConfig:
-    """The run config a stored run ran with, as ``load_config`` makes one (to replay it again, or to change it):
-    its row's ``config`` without the facts the run added (`RUN_FACTS`; ``trace_read``'s transforms are
-    ``TraceTransforms``' fields). The passwords of its URLs are ``***``, as the row keeps them. ``LookupError``
-    for a run that is not there (`get_run`); ``ConfigError`` for a config this controlplane no longer takes."""
-    from controlplane.config import load_config
+@overload
+def run_config(engine: Engine, run_id: int, *, validate: Literal[True] = ...) -> RunConfig: ...
+@overload
+def run_config(engine: Engine, run_id: int, *, validate: Literal[False]) -> dict[str, Any]: ...
 
-    stored = get_run(engine, run_id)["config"] or {}
-    return load_config(None, {key: value for key, value in stored.items() if key not in RUN_FACTS})
+
+def run_config(engine: Engine, run_id: int, *, validate: bool = True) -> RunConfig | dict[str, Any]:
+    """The run config a stored run ran with: its row's ``config`` without the facts the run added (`RUN_FACTS`;
+    ``trace_read``'s transforms are ``TraceTransforms``' fields). The passwords of its URLs are ``***``, as the row
+    keeps them. ``LookupError`` for a run that is not there (`get_run`).
+
+    By default (``validate=True``) a ``RunConfig`` as ``load_config`` makes one (to replay it again, or to change
+    it), checked as this release checks a config: a ``ConfigError`` naming run ``run_id`` for a config this release
+    no longer takes (a run of an older release that wrote the default ``gpu`` beside a measured profile of another
+    device), and a relative latency-profile path is read from the working folder. ``validate=False``: the stored
+    config itself, a plain dict, as the run ran with it whatever this release makes of it (`controlplane runs
+    config` prints it so, with a note of what this release refuses)."""
+    from controlplane.config import load_config
+    from controlplane.errors import ConfigError
+
+    stored = {key: value for key, value in (get_run(engine, run_id)["config"] or {}).items() if key not in RUN_FACTS}
+    if not validate:
+        return stored
+    try:
+        return load_config(None, stored)
+    except ConfigError as exc:  # (load_config takes the stored config as overrides: it is no option of the user's)
+        text = str(exc).replace(" (given as an option or override)", "")
+        raise ConfigError(text.replace("invalid configuration:", f"run {run_id}'s stored config is one this "
+                                       "release refuses:", 1)) from None
 
 
 def _stream(engine: Engine, what: str, run_id: int) -> Iterator[dict[str, Any]]:
