@@ -70,6 +70,7 @@ def checked_run_config(config: RunConfig, *, simulated: bool, warn: Callable[[st
     _warn_unknown_gpus(config, warn, path)
     if simulated:
         _warn_unknown_models(config, warn, path)
+    _note_profile_followed(config, warn, path)
     return config
 
 
@@ -204,6 +205,17 @@ def _warn_unknown_models(config: RunConfig, warn: Callable[[str], None], path: A
 
     for i, d in enumerate(config.cluster.models):
         if (text := unknown_model_warning(d, f"cluster.models.{i}")) is not None:
+            warn(f"{path}: {text}" if path else text)
+
+
+def _note_profile_followed(config: RunConfig, warn: Callable[[str], None], path: Any) -> None:
+    """A deployment's gpu (gpus_per_replica) left out and following its measured profile to another value than the
+    default older releases billed: said once per deployment and key, as the same config's cost changed with the
+    upgrade (`controlplane.hardware.deployment_fit.profile_followed_notes`)."""
+    from controlplane.hardware.deployment_fit import profile_followed_notes
+
+    for i, d in enumerate(config.cluster.models):
+        for text in profile_followed_notes(d, f"cluster.models.{i}"):
             warn(f"{path}: {text}" if path else text)
 
 

@@ -19,9 +19,9 @@ from controlplane.hardware.profile_hardware import profile_gpu, profile_meta, pr
 from controlplane.hardware.specs import get_gpu, get_model, get_precision
 from controlplane.hardware.unplanned import unused_load_bandwidth
 
-__all__ = ["FIX_PROFILE_PRECISION", "FIX_TENSOR_PARALLEL", "check_deployment", "default_setting_mismatch",
+__all__ = ["FIX_PROFILE_PRECISION", "FIX_TENSOR_PARALLEL", "PROFILE_FOLLOWED_SINCE", "check_deployment", "default_setting_mismatch",
            "default_tensor_parallel_mismatch", "known_setting", "latency_tensor_parallel", "model_mismatch", "profile_precision",
-           "setting_mismatch", "tensor_parallel_mismatch", "weights_misfit"]
+           "profile_followed_notes", "setting_mismatch", "tensor_parallel_mismatch", "weights_misfit"]
 
 GiB = 2**30
 
@@ -91,6 +91,32 @@ def check_deployment(deployment: Any) -> Any:
     if (why := weights_misfit(deployment)) is not None:
         raise PydanticCustomError("does_not_fit", why)
     return deployment
+
+
+#: The release since which a deployment that leaves out ``gpu`` (``gpus_per_replica``) follows its measured profile's
+#: ``device`` (``tensor_parallel``): the releases before it timed the replica on the profile and priced it as the
+#: key's default.
+PROFILE_FOLLOWED_SINCE = "2026-12-07"
+
+
+def profile_followed_notes(deployment: Any, key: str) -> list[str]:
+    """The note of each of ``deployment``'s ``gpu`` and ``gpus_per_replica`` that its config left out and that follows
+    its measured profile's ``device`` (``tensor_parallel``) to another value than the key's default, which the
+    releases before `PROFILE_FOLLOWED_SINCE` priced (and planned) the run on: its cost changed with the upgrade.
+    ``key``: the deployment's (``cluster.models.0``). [] for a deployment that gives them, or another latency
+    model."""
+    meta = _measured_profile(deployment)
+    if meta is None:
+        return []
+    latency, notes = deployment.latency, []
+    for field, setting, what in (("gpu", "gpu", "device"), ("gpus_per_replica", "tensor_parallel", "tensor_parallel")):
+        default = type(deployment).model_fields[field].default
+        value = getattr(deployment, field)
+        if field in deployment.model_fields_set or setting in latency or value == default:
+            continue
+        notes.append(f"{key}.{field} follows the measured profile's {what}: {value} (releases before "
+                     f"{PROFILE_FOLLOWED_SINCE} billed the default {default})")
+    return notes
 
 
 def known_setting(field: str, value: Any) -> Any:
