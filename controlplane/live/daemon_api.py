@@ -24,6 +24,7 @@ from jinja2 import TemplateError
 from starlette.requests import Request as HTTPRequest
 
 from controlplane.guardian_checks import holds_answers
+from controlplane.live.client_presence import ClientPresence
 from controlplane.live.core_refusals import is_recorded, record_refusal
 from controlplane.live.daemon_choices import cancel_if_refused, refuse_never_admitted
 from controlplane.live.daemon_deps import APIError, DaemonDep, DriverDep, TenantDep, result_error
@@ -167,10 +168,10 @@ async def _serve(request: HTTPRequest, driver: LiveDriver, body: Any, prompts: l
     if body.stream and _checks_answers_before_reply(driver):
         return await _held_stream(request, handles[0], rid, model, chat, body.include_usage(), driver.metrics)
     if body.stream:
-        return await _stream(handles[0], rid, model, chat, body.include_usage(), driver.metrics)
+        return await _stream(request, handles[0], rid, model, chat, body.include_usage(), driver.metrics)
     gathered = await _results_unless_gone(request, handles)
     if gathered is None:
-        return Response(status_code=499)  # nobody is listening any more
+        return _client_gone(handles)  # nobody is listening any more
     results = list(gathered)
     failed = next((r for r in results if r.status == "rejected"), None) or next((r for r in results if not r.ok),
                                                                                  None)
@@ -284,21 +285,25 @@ async def _submit_prepared(driver: LiveDriver, prompts: list[Any], body: Any, ma
 
 
 async def _results_unless_gone(request: HTTPRequest, handles: list[LiveRequestHandle]) -> list[LiveResult] | None:
-    """The handles' results, or None if the client disconnects first (the requests are then
-    cancelled: their workers stop on them at the next iteration)."""
-    results = asyncio.ensure_future(asyncio.gather(*(h.result() for h in handles)))
-    while True:
-        done, _ = await asyncio.wait({results}, timeout=0.25)
-        if done:
-            return results.result()
-        if await request.is_disconnected():
-            for h in handles:
-                h.cancel("client disconnected")
-            results.cancel()
-            await asyncio.wait({results})  # its end is the waits' cancellation: taken here, not logged as lost
-            if not results.cancelled():
-                results.exception()
-            return None
+    """The handles' results, or None if the client disconnects first, learned the moment it does
+    (`ClientPresence`): its requests are then cancelled (a worker stops on them at the next iteration; the
+    core records them ``client_gone``), and a result ready as the client is found gone is None too."""
+    presence = ClientPresence(request)
+    try:
+        here, results = await presence.unless_gone(asyncio.gather(*(h.result() for h in handles)))
+    finally:
+        presence.close()
+    if not here:
+        for h in handles:
+            h.cancel("client disconnected")
+        return None
+    return results
+
+
+def _client_gone(handles: list[LiveRequestHandle]) -> Response:
+    """A client that left before its answer: 499 (nginx's "client closed the request"), which nobody reads but
+    the access log and ``http_requests_total`` count, with its requests' ids as an answer would have them."""
+    return Response(status_code=499, headers={"x-request-id": ",".join(h.request_id for h in handles)})
 
 
 def _checks_answers_before_reply(driver: LiveDriver) -> bool:
@@ -312,10 +317,12 @@ async def _held_stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str
                        include_usage: bool, metrics: Any) -> Response:
     """A stream whose answer a guardian may check before the reply: nothing is sent until the
     verdict, then the text in one chunk, or only the ``content_filter`` end when it was blocked.
-    A request that ends otherwise, nothing sent yet, is a plain HTTP error."""
+    A request that ends otherwise, nothing sent yet, is a plain HTTP error. A client gone before the
+    reply gets none (499, its request ``client_gone``); one gone while it is sent has no ``[DONE]``
+    (``end="client_gone"``)."""
     gathered = await _results_unless_gone(request, [handle])
     if gathered is None:
-        return Response(status_code=499)
+        return _client_gone([handle])
     (result,) = gathered
     if not result.ok:
         raise result_error(result, chat=chat)
@@ -328,9 +335,11 @@ async def _held_stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str
     async def send() -> AsyncIterator[bytes]:
         end = "client_gone"
         try:
-            for event in events:
+            for event in events[:-1]:
                 yield event
-            end = "done"
+            if not await request.is_disconnected():  # (uvicorn drops what is sent to a gone client, unsaid)
+                yield events[-1]
+                end = "done"
         finally:
             metrics.stream_end(_route(chat), end)
 
@@ -338,16 +347,30 @@ async def _held_stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str
                              headers={"x-request-id": handle.request_id, "cache-control": "no-cache"})
 
 
-async def _stream(handle: LiveRequestHandle, rid: str, model: str, chat: bool, include_usage: bool,
-                  metrics: Any) -> Response:
-    """A stream of the text as it comes. Its status is 200 from the first byte, so how it ended is
+async def _first_text(it: AsyncIterator[str]) -> str | None:
+    """A stream's first text delta, None when the request ended without one."""
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+async def _stream(request: HTTPRequest, handle: LiveRequestHandle, rid: str, model: str, chat: bool,
+                  include_usage: bool, metrics: Any) -> Response:
+    """A stream of the text as it comes; a client gone before the first text gets none (499, its request
+    cancelled then). Its status is 200 from the first byte, so how it ended is
     counted apart (`PrometheusExporter.stream_end`): ``done``, ``error`` (an error event in-band:
     the request timed out or failed after the start) or ``client_gone`` (the client left first)."""
     it = handle.__aiter__()
+    presence = ClientPresence(request)
     try:
-        first: str | None = await it.__anext__()
-    except StopAsyncIteration:
-        first = None
+        here, first = await presence.unless_gone(_first_text(it))
+    finally:
+        presence.close()
+    if not here:  # it left while the request waited for its first text: cancelled now, not at the first token
+        handle.cancel("client disconnected")
+        return _client_gone([handle])
+    if first is None:
         result = await handle.result()
         if not result.ok:  # nothing was sent yet: a proper HTTP error
             raise result_error(result, chat=chat) from None

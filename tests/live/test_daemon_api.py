@@ -22,6 +22,11 @@ class NeverAnswered:
 
 
 class GoneClient:
+    """A Starlette request whose client has left."""
+
+    async def receive(self) -> dict:
+        return {"type": "http.disconnect"}
+
     async def is_disconnected(self) -> bool:
         return True
 
@@ -85,7 +90,7 @@ def test_a_streams_end_is_counted_done_error_or_client_gone():
     metrics = PrometheusExporter()
 
     async def serve(handle, *, read: int | None = None) -> list[bytes]:
-        response = await _stream(handle, "cmpl-1", "tiny", False, False, metrics)
+        response = await _stream(StayingClient(), handle, "cmpl-1", "tiny", False, False, metrics)
         got = []
         async for event in response.body_iterator:
             got.append(event)
@@ -110,6 +115,12 @@ def test_a_streams_end_is_counted_done_error_or_client_gone():
 
 
 class StayingClient:
+    """A Starlette request whose client waits for its answer."""
+
+    async def receive(self) -> dict:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
     async def is_disconnected(self) -> bool:
         return False
 
@@ -135,7 +146,7 @@ def test_a_streams_last_chunks_carry_the_controlplane_object_a_response_has():
         if held:
             response = await _held_stream(StayingClient(), handle, "cmpl-1", "tiny", chat, include_usage, metrics)
         else:
-            response = await _stream(handle, "cmpl-1", "tiny", chat, include_usage, metrics)
+            response = await _stream(StayingClient(), handle, "cmpl-1", "tiny", chat, include_usage, metrics)
         events = [e async for e in response.body_iterator]
         assert events[-1] == b"data: [DONE]\n\n"
         return [json.loads(e[len(b"data: "):]) for e in events[:-1]]
@@ -165,3 +176,33 @@ def test_v1_models_says_the_longest_request_a_worker_s_kv_cache_holds_where_that
     assert _model_entry("small", served, roomy)["max_model_len"] == 1024
     for unplanned in (SimpleNamespace(core=SimpleNamespace(kv=SimpleNamespace(room={}))), SimpleNamespace(core=None)):
         assert _model_entry("small", served, unplanned)["max_model_len"] == 1024  # (no plan yet, not started)
+
+
+class LeavesDuringTheReply(StayingClient):
+    """A client there when its held reply is ready, gone before the reply's end."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    async def is_disconnected(self) -> bool:
+        self.looks += 1
+        return self.looks > 1
+
+
+def test_a_held_stream_whose_client_left_while_it_was_sent_ends_client_gone_without_done():
+    """uvicorn drops what is sent to a client gone: the held stream went on to its ``[DONE]`` and counted
+    ``end="done"``. It looks at the connection before its ``[DONE]``."""
+    from controlplane.live.daemon_api import _held_stream
+    from controlplane.live.prometheus import PrometheusExporter
+
+    metrics = PrometheusExporter()
+
+    async def main() -> list[bytes]:
+        response = await _held_stream(LeavesDuringTheReply(), Streamed([], _result("completed")), "cmpl-1", "tiny",
+                                      False, False, metrics)
+        return [event async for event in response.body_iterator]
+
+    events = asyncio.run(main())
+    assert events and b"data: [DONE]\n\n" not in events
+    assert metrics.registry.get_sample_value("controlplane_http_streams_total",
+                                             {"route": "/v1/completions", "end": "client_gone"}) == 1.0
