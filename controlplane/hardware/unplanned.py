@@ -18,9 +18,11 @@ DESCRIBE_MODEL = ("describe the model under cluster.model_specs.NAME (num_layers
 
 
 def named_model(deployment: Any) -> tuple[str, str] | None:
-    """(the model a deployment's latency model times, where it is named) when the catalogue lacks it: its
-    ``latency.model``, or a `measured` profile's ``model``; None where it names none (the ``linear`` model's
-    toy iterations are of no model) or one the catalogue knows."""
+    """(the model a deployment's latency model times, where it is named) when the deployment has no model of the
+    catalogue (`known_model`: ``model_spec``, else ``latency.model``): its ``latency.model``, or a `measured`
+    profile's ``model`` (which the catalogue may know: a profile's model is its label, not read as the
+    deployment's ``model_spec``); None where it names none (the ``linear`` model's toy iterations are of no model)
+    or the deployment's model is one the catalogue knows."""
     try:
         if known_model(deployment) is not None:
             return None
@@ -46,12 +48,28 @@ def unknown_model_warning(deployment: Any, key: str) -> str | None:
         return None
     model, whose = named
     runs = []
+    catalogued = _catalogue_model(model)
     if not deployment.num_kv_blocks:
         runs.append("an unlimited KV cache (no request waits for memory or is preempted; give num_kv_blocks)")
     if deployment.cold_start_s is None:
         runs.append(f"the default cold start, {DEFAULT_COLD_START_S:g} s (give cold_start_s)")
+    if catalogued is not None:  # (a profile's model: the catalogue knows it, but model_spec is what sizes a replica)
+        return (f"{key}: model_spec is not given, so the run goes with {' and '.join(runs)}: {whose} ({model}) "
+                f"is a model the catalogue knows, but the memory plan and cold start size the model_spec's; or give "
+                f"model_spec: {catalogued} to size them from its weights")
     return (f"{key}: {whose} ({model}) is not a model the catalogue knows and model_spec is not given, so the run "
             f"goes with {' and '.join(runs)}; or {DESCRIBE_MODEL}")
+
+
+def _catalogue_model(name: str) -> str | None:
+    """The catalogue's name of model ``name`` (an alias's: ``llama2-7b`` is ``meta-llama/Llama-2-7b-hf``), else
+    None."""
+    from controlplane.hardware.specs import get_model
+
+    try:
+        return get_model(name).name
+    except KeyError:
+        return None
 
 
 def unused_load_bandwidth(deployment: Any) -> str | None:
