@@ -13,7 +13,11 @@ A request's output length is expected from the model's finished answers (`plugin
 settings ``output_quantile``, ``output_window``, ``output_min_finished``), not its ``max_tokens``;
 an iteration time (or prefill time per prompt token) not updated for ``iteration_horizon_s`` is forgotten.
 Before any iteration was timed (a cold start), a replica takes its free batch slots and
-``untimed_waiting_per_slot`` waiting requests per slot, and refuses more.
+``untimed_waiting_per_slot`` waiting requests per slot, and refuses more. Requests admitted and not routed yet (a
+sync guardian checking their prompts holds them; they are routed after its verdict, not asked again) count against
+those places as the waiting ones do, and keep the model's replicas from counting as idle: before, a burst held by
+its prompt checks found the places all free and was admitted past them (27 of 40 on one loading replica of 8 slots,
+16 expected).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class QueueLimit(Plugin):
         # request id -> the replicas predicted to finish it within max_finish_s, soonest first, where
         # others are not (until it is routed or finishes)
         self._on_time: dict[str, tuple[str, ...]] = {}
+        # model -> the requests admitted and not routed yet (held by their prompt's sync check), until they are
+        self._unrouted: dict[str, set[str]] = {}
         self._finish = FinishTimes(OutputLengths(s.output_window, s.output_quantile, s.output_min_finished),
                                    s.iteration_horizon_s)
         if s.max_finish_s is None:
@@ -87,16 +93,17 @@ class QueueLimit(Plugin):
             late = self._too_late(ctx, workers, request)
             if late is not None:
                 return late
-        if s.max_queued is None and s.max_queued_per_replica is None:
-            return None  # no limit: the next admission policy decides
-        queued = sum(len(w.waiting) for w in workers)
-        limits = [x for x in (s.max_queued,) if x is not None]
-        if s.max_queued_per_replica is not None:
-            limits.append(s.max_queued_per_replica * max(1, len(workers)))
-        limit = min(limits)
-        if queued >= limit:
-            return Admission(False, f"queue full: {queued} waiting >= limit {limit}", code=ReasonCode.QUEUE_FULL)
-        return None  # within the limit: defer, so admission policies listed after this one still decide
+        if s.max_queued is not None or s.max_queued_per_replica is not None:
+            queued = sum(len(w.waiting) for w in workers)
+            limits = [x for x in (s.max_queued,) if x is not None]
+            if s.max_queued_per_replica is not None:
+                limits.append(s.max_queued_per_replica * max(1, len(workers)))
+            limit = min(limits)
+            if queued >= limit:
+                return Admission(False, f"queue full: {queued} waiting >= limit {limit}", code=ReasonCode.QUEUE_FULL)
+        if s.max_finish_s is not None and workers:  # counted against the places until it is routed
+            self._unrouted.setdefault(request.model, set()).add(request.request_id)
+        return None  # within the limits: defer, so admission policies listed after this one still decide
 
     def _too_late(self, ctx, workers, request) -> Admission | None:
         """The refusal of a request no replica is predicted to finish within ``max_finish_s`` (None:
@@ -106,12 +113,15 @@ class QueueLimit(Plugin):
         limit = s.max_finish_s
         predictions = self._finish.predict(workers, request, ctx.now_s, ctx)  # (as of now: ctx's progress)
         known = [p for p in predictions if p.finish_s is not None]
-        # (untimed: the places each replica has left for waiting requests, beyond its free batch slots)
+        # (untimed: the places each replica has left for waiting requests, beyond its free batch slots; the
+        # requests admitted and not routed yet take places too, wherever they go)
         per_slot = s.untimed_waiting_per_slot
         room = {w.worker_id: int(per_slot * w.max_num_seqs) + max(0, w.max_num_seqs - len(w.running)) - len(w.waiting)
                 for w in workers}
-        on_time = [p for p in predictions if p.idle or (
-            p.finish_s <= limit if p.finish_s is not None else not p.waits or room[p.worker_id] > 0)]
+        unrouted = len(self._unrouted.get(request.model, ()))
+        spare = sum(max(0, room[p.worker_id]) for p in predictions if p.finish_s is None) - unrouted
+        on_time = [p for p in predictions if (p.idle and not unrouted) or (
+            p.finish_s <= limit if p.finish_s is not None else spare > 0 and (not p.waits or room[p.worker_id] > 0))]
         if on_time:
             if len(on_time) < len(predictions):
                 on_time.sort(key=lambda p: (not p.idle, p.finish_s if p.finish_s is not None else 0.0))
@@ -119,10 +129,11 @@ class QueueLimit(Plugin):
             return None
         if not known:
             most = max(len(w.waiting) for w in workers)
+            held = f", and {unrouted} admitted are not routed yet (their prompts' checks hold them)" if unrouted else ""
             return Admission(False, f"overloaded: every batch slot is taken and no iteration was timed yet to "
                                     f"predict a finish within {limit:g} s; each replica already holds the waiting "
                                     f"requests untimed_waiting_per_slot {per_slot:g} allows "
-                                    f"until then (up to {most} waiting)", code=ReasonCode.ADMISSION_DENIED)
+                                    f"until then (up to {most} waiting{held})", code=ReasonCode.ADMISSION_DENIED)
         best = min(known, key=lambda p: p.finish_s)
         tokens = f"{best.tokens} tokens"
         if best.tokens < request.max_output_tokens:  # the length the run's answers suggest
@@ -141,6 +152,8 @@ class QueueLimit(Plugin):
         """The router's choice, unless it is a replica predicted to finish the request late while
         another is predicted in time (`_too_late`): then the on-time one predicted soonest."""
         decision = yield
+        if self._unrouted:
+            self._routed(request)
         on_time = self._on_time.pop(request.request_id, None) if self._on_time else None
         if decision is None or on_time is None or decision.worker_id in on_time:
             return decision
@@ -152,6 +165,15 @@ class QueueLimit(Plugin):
                        reason=f"{decision.reason + ' | ' if decision.reason else ''}queue-limit: "
                               f"{decision.worker_id} predicted to finish it after max_finish_s "
                               f"{self.settings.max_finish_s:g} s, {chosen} within it")
+
+    def _routed(self, request) -> None:
+        """``request`` no longer waits to be routed (it was, or it finished before: refused, blocked, served
+        from a cache, cancelled)."""
+        unrouted = self._unrouted.get(request.model)
+        if unrouted is not None:
+            unrouted.discard(request.request_id)
+            if not unrouted:
+                del self._unrouted[request.model]
 
     @hookimpl
     def cp_on_event(self, ctx, event):
@@ -168,6 +190,8 @@ class QueueLimit(Plugin):
         if kind is RequestFinished:
             if self._on_time:  # admitted, then refused, blocked or served from a cache: never routed
                 self._on_time.pop(event.request.request_id, None)
+            if self._unrouted:
+                self._routed(event.request)
             self._finish.lengths.finished(event.request)
             self._finish.finished(event.request)  # (the prompt tokens it prefilled since the last look)
             wid = event.request.worker_id

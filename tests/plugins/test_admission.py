@@ -300,6 +300,16 @@ def test_a_request_admitted_for_the_replicas_in_time_is_not_routed_to_a_late_one
     assert "predicted to finish it after max_finish_s 10 s" in d.reason
 
 
+def _route(plugin: QueueLimit, ctx, worker, request) -> None:
+    """Route ``request`` to ``worker`` as the core does: the routing hook (the plugin wraps the router's choice),
+    then the replica's queue."""
+    route = plugin.cp_route_request(ctx=ctx, request=request, workers=[worker])
+    next(route)
+    with pytest.raises(StopIteration):
+        route.send(None)  # (no router's choice: it stands)
+    worker.waiting.append(request)
+
+
 def test_before_any_time_a_full_replica_still_takes_a_batch_of_waiting_requests():
     """At a daemon's cold start 31 of 60 requests got 429 for the ~28 s of the first worker's load: before any
     iteration was timed, a request was refused as soon as the batch slots were taken, however long the timeout.
@@ -314,9 +324,52 @@ def test_before_any_time_a_full_replica_still_takes_a_batch_of_waiting_requests(
     for r in make_requests(20, prefix="cold", model="default"):
         if plugin.cp_admit_request(ctx=ctx, request=r) is None:
             admitted += 1
-            starting.waiting.append(r)
+            _route(plugin, ctx, starting, r)
     assert admitted == 8  # its 4 batch slots, then 4 waiting behind them
     d = plugin.cp_admit_request(ctx=ctx, request=make_requests(1, prefix="late", model="default")[0])
     assert not d.admit and "untimed_waiting_per_slot 1 allows until then (up to 8 waiting)" in d.reason
     half = QueueLimit(QueueLimit.Settings(max_finish_s=480, untimed_waiting_per_slot=0.5))
     assert half.cp_admit_request(ctx=ctx, request=make_requests(1, prefix="x", model="default")[0]) is not None
+
+
+def _cold_burst(stages: list[str]) -> tuple[int, list[str]]:
+    """40 requests at once on one replica of 8 batch slots, before any iteration was timed, a sync guardian
+    (0.5 s a check, one at a time) checking ``stages``: (how many were admitted, the refusals' reasons)."""
+    from sim.traces.record import TraceRequest
+
+    from controlplane.testing import replay_with
+
+    trace = [TraceRequest(str(i), 0.0, 16, 4) for i in range(40)]
+    res = replay_with(
+        trace=trace, cluster={"models": [{"name": "default", "replicas": 1, "max_num_seqs": 8}]},
+        guardians={"models": [{"name": "g", "replicas": 4, "latency": {"base_s": 0.5, "max_batch": 40}}]},
+        plugins={"settings": {"queue-limit": {"max_finish_s": 600},
+                              "sampled-guardian": {"rate": 1.0, "mode": "sync", "guardian": "g", "stages": stages}}})
+    refused = [r.reason for r in res.requests if r.status is RequestStatus.REJECTED]
+    return len(res.requests) - len(refused), refused
+
+
+def test_before_any_time_requests_held_by_their_prompts_check_take_the_waiting_places_too():
+    """An SRE soak: 40 requests at once on one loading replica of 8 slots, with a sync guardian checking prompts and
+    answers: 27 admitted (8 slots + 8 waiting = 16 expected); checking answers only, 16. Requests admitted while
+    their prompts were checked were on no replica yet, so the places looked free (the replica idle), and they were
+    routed after their verdicts without being asked again. They now count against the places until routed."""
+    admitted, refused = _cold_burst(["input", "output"])
+    assert admitted == 16
+    assert "(up to 0 waiting, and 16 admitted are not routed yet (their prompts' checks hold them))" in refused[0]
+    assert _cold_burst(["output"])[0] == 16
+
+
+def test_requests_admitted_and_not_routed_leave_the_count_once_routed_or_finished():
+    from controlplane.testing import make_worker as mw
+
+    plugin = QueueLimit(QueueLimit.Settings(max_finish_s=480))
+    starting = mw(max_num_seqs=2, state=WorkerState.STARTING)
+    ctx = make_context(workers=[starting])
+    held = make_requests(4, prefix="held", model="default")
+    assert all(plugin.cp_admit_request(ctx=ctx, request=r) is None for r in held)  # 2 slots + 2 places
+    assert plugin.cp_admit_request(ctx=ctx, request=make_requests(1, prefix="x", model="default")[0]).admit is False
+    held[0].status = RequestStatus.REJECTED  # (refused by an admission policy after this one)
+    plugin.cp_on_event(ctx=ctx, event=RequestFinished(1.0, held[0]))
+    _route(plugin, ctx, starting, held[1])  # routed: waiting there, no longer counted apart
+    assert plugin.cp_admit_request(ctx=ctx, request=make_requests(1, prefix="y", model="default")[0]) is None
