@@ -56,11 +56,33 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                           ) from None
     except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    if data is None:
+    if data is None or (data == {} and suffix == ".toml"):  # (a YAML or TOML file of comments alone reads as none)
+        _warn_if_empty(path, text)
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     return data
+
+
+class EmptyConfigWarning(UserWarning):
+    """A config file with nothing in it but whitespace or comments: its run goes with the library's defaults.
+    ``one_line``: the command line shows it as one ``warning:`` line (`controlplane.cli.shown_warnings`)."""
+
+    one_line = True
+
+
+def _warn_if_empty(path: Path, text: str) -> None:
+    """Warn (`EmptyConfigWarning`, naming the file) of a config file with no key: a ``controlplane runs config 7 >
+    run7.yaml`` that failed leaves one, and a script replaying it ran the library's defaults, silently. ``/dev/null``,
+    the documented way to ask for the defaults, is not warned of."""
+    import warnings
+
+    if os.path.realpath(path) == os.path.realpath(os.devnull):
+        return
+    what = "empty" if not text.strip() else "only comments"
+    warnings.warn(f"config file {path} is {what}: the run goes with the library's defaults (not the bundled config "
+                  "a replay without --config takes); a `controlplane runs config RUN > FILE` that failed leaves such a "
+                  "file (-c /dev/null asks for the defaults without this warning)", EmptyConfigWarning, stacklevel=3)
 
 
 def _error_text(exc: Exception, parse: Any, errors: Any, text: str) -> str:

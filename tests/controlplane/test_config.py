@@ -53,9 +53,24 @@ def test_yaml_toml_and_json_files_give_the_same_config(tmp_path, suffix):
     assert c.cluster.deployment("other") is None
 
 
-def test_an_empty_file_gives_the_defaults(tmp_path):
+def test_an_empty_file_gives_the_defaults_and_is_warned_of_naming_it(tmp_path):
+    """`: > empty.yaml; sim replay --config empty.yaml` (a `runs config 7 > run7.yaml` that failed) ran the library's
+    defaults silently: it is warned of, naming the file; -c /dev/null asks for the defaults without a warning."""
+    import warnings
+
+    from controlplane.config_files import EmptyConfigWarning
+
     (tmp_path / "empty.yaml").write_text("")
-    assert load_config(tmp_path / "empty.yaml") == RunConfig()
+    (tmp_path / "comments.toml").write_text("# seed = 3\n")
+    for name, what in (("empty.yaml", "empty"), ("comments.toml", "only comments")):
+        with pytest.warns(EmptyConfigWarning, match=re.escape(f"config file {tmp_path / name} is {what}: the run goes "
+                                                              "with the library's defaults")):
+            assert load_config(tmp_path / name) == RunConfig()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_config("/dev/null") == RunConfig()
+        (tmp_path / "braces.yaml").write_text("{}\n")  # (an empty mapping, written: the defaults, asked for)
+        assert load_config(tmp_path / "braces.yaml") == RunConfig()
 
 
 def test_environment_overrides_the_file(tmp_path, monkeypatch):
