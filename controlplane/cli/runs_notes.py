@@ -112,7 +112,7 @@ def workload_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]], engin
         return _drawn_note(runs, seen, engine)
     if engine is not None:
         ones = list(runs) if unknown else list({seen[r["id"]]: r for r in runs}.values())  # (a run of each workload)
-        if all(same_requests(engine, ones[0], other) for other in ones[1:]):
+        if all(same_requests(engine, a, b) for a, b in _pairs_to_compare(ones)):
             return ""
     listed = "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
     if len(set(seen.values())) <= 1:
@@ -126,7 +126,7 @@ def _drawn_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]], seen: d
     """The note of runs that read one trace the same way yet replayed different requests (with ``engine``: the
     stored ids, lengths or arrivals differ): a transform or arrival process drawn by each run's seed (``rate_scale``
     thinning, a Vidur trace's Poisson arrivals) or a trace file changed under its name; '' when they are the same."""
-    if engine is None or len(runs) < 2 or all(same_requests(engine, runs[0], other) for other in runs[1:]):
+    if engine is None or len(runs) < 2 or all(same_requests(engine, a, b) for a, b in _pairs_to_compare(runs)):
         return ""
     listed = "; ".join(f"run {rid}: {w}" for rid, w in seen.items())
     return (f"note: the runs read the trace the same way but replayed different requests ({listed}; other ids, "
@@ -134,6 +134,23 @@ def _drawn_note(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]], seen: d
             "are, or the file changed): with one run a side their differences mix the policies' effect with the "
             "workload's, and the intervals compare them independently, not paired; with several seeds a side the "
             "intervals over seeds hold that variation")
+
+
+def _seed(run: dict[str, Any]) -> Any:
+    """The seed a run's requests were drawn with: its row's, else its config's."""
+    return run["seed"] if run.get("seed") is not None else (run.get("config") or {}).get("seed")
+
+
+def _pairs_to_compare(runs: tuple[dict[str, Any], ...] | list[dict[str, Any]]) -> list[tuple[dict[str, Any], ...]]:
+    """The pairs of runs whose requests must be the same ones for the runs to have replayed one workload: the runs
+    of each seed that more than one run has, each with the first of its seed (runs of seeds 0 and 1 a side, their
+    requests drawn by each seed: seed 0's with seed 0's, never with seed 1's); where no seed has two runs (one run
+    a side, of two seeds), every run with the first."""
+    by_seed: dict[Any, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_seed.setdefault(_seed(run), []).append(run)
+    pairs = [(same[0], other) for same in by_seed.values() if len(same) > 1 for other in same[1:]]
+    return pairs or [(runs[0], other) for other in runs[1:]]
 
 
 def _request_rows(engine: Any, run: dict[str, Any]) -> list[tuple[Any, ...]] | None:

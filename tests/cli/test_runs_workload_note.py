@@ -153,3 +153,27 @@ def test_runs_whose_seeds_drew_different_requests_of_one_trace_read_one_way_get_
     assert {m["method"] for m in found["metrics"]} == {"independent"}
     same = json.loads(CliRunner().invoke(app, ["runs", "compare", "1", "3", "--db", url, "--json", "--no-ci"]).stdout)
     assert same["workloads_differ"] is False  # (one seed: the same requests)
+
+
+def test_several_seeds_a_side_compare_each_seeds_runs_with_each_other(tmp_path):
+    """`--a 1,2 --b 3,4`, runs 1 and 3 of seed 1, 2 and 4 of seed 2 (each seed's requests the same on both sides):
+    the note compared every run with run 1, seed 2's with seed 1's, and said the runs 'replayed different requests',
+    where `runs compare 1 3` said nothing. A side's seeds draw their own requests: the intervals over seeds hold
+    that; the runs of one seed must be the same requests."""
+    import json
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    for seed in ("1", "2", "1", "2", "3"):
+        done = CliRunner().invoke(app, ["sim", "replay", "--limit", "120", "--rate-scale", "0.8", "--seed", seed,
+                                        "--db", url, "--json", "--no-progress"])
+        assert done.exit_code == 0, done.output
+
+    def compare(*args: str) -> dict:
+        res = CliRunner().invoke(app, ["runs", "compare", *args, "--db", url, "--json", "--no-ci"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    assert compare("--a", "1,2", "--b", "3,4")["workloads_differ"] is False
+    assert compare("--a", "1,2", "--b", "4,3")["workloads_differ"] is False
+    assert compare("--a", "1,2", "--b", "3,5")["workloads_differ"] is False  # (seed 3 has no run on side A)
+    assert compare("1", "4")["workloads_differ"] is True  # (one run a side, two seeds: their requests differ)
