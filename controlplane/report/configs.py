@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["configurations", "point_id", "split_by_seeds"]
+__all__ = ["configurations", "point_id", "search_aggregated_runs", "split_by_seeds"]
 
 
 def point_id(overrides: Mapping[str, Any]) -> str:
@@ -57,3 +57,17 @@ def split_by_seeds(configs: Sequence[dict[str, Any]],
         else:
             complete.append(c)
     return complete, partial
+
+
+def search_aggregated_runs(runs: Sequence[Mapping[str, Any]], result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Of a search's full-trace runs (``stage`` ``full``: a candidate's run at the selection seed, or ``confirm``),
+    those its ``best`` aggregates a candidate over: a confirmed candidate's runs of its confirmation seeds
+    (``result["confirm_seeds"]``: its ``confirm`` runs, and its selection run where that seed is one of them), an
+    unconfirmed one's selection run. A search stored before ``confirm_seeds`` was (its confirmation reused the
+    selection run: seeds 0, 1, 2 with 0 selecting) keeps every run."""
+    confirm_seeds = result.get("confirm_seeds")
+    if confirm_seeds is None:
+        return list(runs)
+    confirmed = {point_id(r["overrides"]) for r in runs if r.get("stage") == "confirm"}
+    return [r for r in runs if point_id(r["overrides"]) not in confirmed or r.get("stage") == "confirm"
+            or r.get("seed") in confirm_seeds]

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from controlplane.output_file import check_folder, check_not_read, database_files, replaced_on_success
 from controlplane.report import plots
-from controlplane.report.configs import configurations, split_by_seeds
+from controlplane.report.configs import configurations, point_id, search_aggregated_runs, split_by_seeds
 from controlplane.report.cost import cost_unit, run_cost, unknown_cost_reason
 from controlplane.report.data import load_run, load_sweep
 from controlplane.report.pareto import pareto_front
@@ -130,18 +130,20 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
     unit = cost_unit()
     result = sweep.get("result") or {}
     full = [r for r in data.runs if r.get("stage") in (None, "full", "confirm")]
-    configs = configurations(full, lambda r: run_cost(r["config"] or {}, r["summary"] or {}))
+    # (a search's candidate over the seeds its `best` is: the confirmation's, not the selection seed's run too)
+    aggregated = search_aggregated_runs(full, result) if sweep["kind"] == "search" else full
+    configs = configurations(aggregated, lambda r: run_cost(r["config"] or {}, r["summary"] or {}))
     seeds = (sweep.get("spec") or {}).get("seeds") if sweep["kind"] != "search" else None
     configs, partial = split_by_seeds(configs, seeds)  # (a point missing seeds: its minimum is not the point's)
     front = pareto_front(configs)
-    on_front = {r for c in front for r in c["runs"]}
+    on_front = {point_id(c["overrides"]) for c in front}
     keys = sorted({k for r in data.runs for k in r["overrides"]})
     rows = []
     for r in full:
         s = r["summary"] or {}
         rows.append([r["id"], r["seed"], r.get("stage") or "-", *(_fmt(r["overrides"].get(k)) for k in keys),
                      run_cost(r["config"] or {}, s), s.get("slo_attainment"), s.get("ttft_p99_s"), s.get("tpot_p99_s"),
-                     s.get("e2e_p50_s"), s.get("throughput_rps"), r["id"] in on_front])
+                     s.get("e2e_p50_s"), s.get("throughput_rps"), point_id(r["overrides"]) in on_front])
     parts = [f"<h1>{html.escape(sweep['kind'])} {sweep_id} {html.escape(sweep.get('name') or '')}</h1>",
              f'<p class="muted">status {sweep["status"]}, {len(data.runs)} runs stored'
              + (f', <span class="err">{len(data.failed)} failed</span>' if data.failed else "")
@@ -173,7 +175,10 @@ def sweep_report(engine: Engine, sweep_id: int) -> str:
     parts += ["<h2>Pareto front</h2>",
               '<p class="muted">one point per configuration, over its seeds as <code>sim search</code> confirms a '
               "candidate: its SLO attainment the minimum over its seeds (it must hold on every seed), its cost the "
-              "mean; the bars span its seeds' values</p>",
+              "mean; the bars span its seeds' values"
+              + ("; a search's confirmed candidate over its confirmation seeds, as its <b>best</b> (its selection "
+                 "run too only where that seed confirms), another over its selection run"
+                 if sweep["kind"] == "search" else "") + "</p>",
               _img(plots.pareto_plot(configs, front, unit, result.get("target")), "Pareto front"),
               _table(["configuration", "runs", "seeds", "cost (mean)", "cost range", "attainment (min)",
                       "attainment range"],
