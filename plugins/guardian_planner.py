@@ -102,8 +102,9 @@ class GuardianPlanner(Plugin, ABC):
         self._store = open_store(s.store, namespace=f"verdicts:{self.name}") if s.verdict_ttl_s > 0 else None
         # (request id, stage) -> (cache key or None, several guardians or tiers: their outcome decides) of each
         # check in flight it planned (and the key of its blocked answer, for an output check of a reproducible
-        # answer, with a store); by stage: an async prompt check may still run when the answer's check starts
-        self._asked: dict[tuple[str, str], tuple[str | None, bool, str | None]] = {}
+        # answer, with a store; the guardians that gave it a verdict so far); by stage: an async prompt check may
+        # still run when the answer's check starts
+        self._asked: dict[tuple[str, str], tuple[str | None, bool, str | None, list[str]]] = {}
         self.cache_hits = 0
         self._per_tenant = False  # verdicts cached per tenant (`cp_run_started`)
         # request id -> its draw, between its first stage and the next (`sampled`): one draw per request
@@ -195,7 +196,7 @@ class GuardianPlanner(Plugin, ABC):
                 plan.reason = f"{plan.reason}; verdict cached within {self.settings.verdict_ttl_s:g} s"
                 return plan
         blocked = self._answer_key(request, self._per_tenant) if key is not None and stage == "output" else None
-        self._asked[(request.request_id, stage)] = (key, len(plan.names) > 1 or plan.then is not None, blocked)
+        self._asked[(request.request_id, stage)] = (key, len(plan.names) > 1 or plan.then is not None, blocked, [])
         backoff = self._saturated(ctx, plan)
         if backoff is not None:
             self._asked.pop((request.request_id, stage), None)
@@ -286,12 +287,11 @@ class GuardianPlanner(Plugin, ABC):
         asked = self._asked.get(check)
         if asked is None:
             return
-        key, multi, blocked = asked
+        key, multi, blocked, decisive = asked
         action = event.action
         stage = check[1]
         if action == "guardian_verdict" and p.get("verdict") in DECISIVE and stage in self.verdicts_by:
-            by = self.verdicts_by[stage]
-            by[p.get("guardian")] = by.get(p.get("guardian"), 0) + 1
+            decisive.append(p.get("guardian"))  # counted with the check's last word: not for a request that left
         if action != ("guardian_outcome" if multi else "guardian_verdict") or (multi and not p.get("final")):
             return  # not this check's last word (one guardian of several, or a tier before the last)
         del self._asked[check]
@@ -301,6 +301,9 @@ class GuardianPlanner(Plugin, ABC):
         if stage in self.checked:
             if outcome in DECISIVE:
                 self.checked[stage] += 1
+                by = self.verdicts_by[stage]  # each guardian's verdicts on the ones checked: at most those
+                for guardian in decisive:
+                    by[guardian] = by.get(guardian, 0) + 1
             else:
                 self.without_verdict[stage] += 1
         if key is None:

@@ -9,7 +9,9 @@ for an input check, prompt + answer for an output check), which costs that time 
 end, like a fixed fleet: ``held_by_gpu`` is what the run pays for them. A check still unanswered ``timeout_s`` after it was asked
 answers ``timeout`` (a queued one leaves the queue). A guardian's ``mean_wait_s`` is the mean
 time its checks waited in its queue: until a replica took them, or, for those that never ran,
-until their timeout. Verdicts come from `sim.guardian_labels`:
+until their timeout. A queued check whose request left the system meanwhile (cancelled, failed) is skipped
+when a replica would take it: it never runs and answers ``cancelled`` (the summary's ``cancelled``), as live.
+Verdicts come from `sim.guardian_labels`:
 score at or above the guardian's ``threshold`` blocks. The summary counts each guardian's checks by
 stage (``checks_input``, ``checks_output``) and the answers a verdict delivered here retracted
 after their reply (``guardian_blocks_after_reply``: the core decides a verdict as it is delivered).
@@ -50,6 +52,8 @@ from controlplane.hardware.cost import add_guardian_cost
 from controlplane.types import RequestStatus
 from sim.guardian_labels import LabelModel
 
+_GONE = (RequestStatus.CANCELLED, RequestStatus.FAILED, RequestStatus.REJECTED)  # left: the core dropped its checks
+
 __all__ = ["SimGuardianPool", "UncalibratedLatencyWarning"]
 
 
@@ -77,7 +81,7 @@ class _Check:
 
 class _Guardian:
     __slots__ = ("spec", "queue", "idle", "busy_s", "gpu_s", "num_checks", "num_timeouts", "wait_s", "num_batches",
-                 "kick", "num_input", "num_cut_off")
+                 "kick", "num_input", "num_cut_off", "num_cancelled")
 
     def __init__(self, spec: GuardianSpec) -> None:
         self.spec = spec
@@ -85,6 +89,7 @@ class _Guardian:
         self.idle = spec.replicas
         self.busy_s = self.gpu_s = self.wait_s = 0.0
         self.num_checks = self.num_timeouts = self.num_batches = self.num_input = self.num_cut_off = 0
+        self.num_cancelled = 0  # queued checks whose request left before a replica took them: never run
         self.kick = False  # a dispatch is due at the end of this instant
 
 
@@ -200,8 +205,12 @@ class SimGuardianPool:
             batch: list[_Check] = []
             while g.queue and len(batch) < lat.max_batch:
                 c = g.queue.popleft()
-                if not c.done:
-                    batch.append(c)
+                if c.done:
+                    continue
+                if c.request.status in _GONE:  # its request left (cancelled, failed): the check never runs
+                    self._cancelled(g, c)
+                    continue
+                batch.append(c)
             if not batch:
                 return
             now = self._now()
@@ -214,6 +223,16 @@ class SimGuardianPool:
                 c.started = True
                 g.wait_s += now - c.asked_s
             self._after(seconds, self._batch_done, (g, batch))
+
+    def _cancelled(self, g: _Guardian, c: _Check) -> None:
+        """A queued check whose request left the system: it leaves the queue, never run (its wait counts until
+        now), and answers ``cancelled`` (the core has dropped the request's checks: a decision row says it)."""
+        c.done = True
+        del self._open[c]
+        g.num_cancelled += 1
+        g.wait_s += self._now() - c.asked_s
+        self._deliver(c.request, "cancelled", c.guardian, None,
+                      f"not run: its request left ({c.request.status.value}) before a replica took it", c.stage)
 
     def _batch_done(self, timer: Any) -> None:
         g, batch = timer._value
@@ -300,6 +319,7 @@ class SimGuardianPool:
         per = {
             name: {"checks": g.num_checks, "checks_input": g.num_input, "checks_output": g.num_checks - g.num_input,
                    "batches": g.num_batches, "timeouts": g.num_timeouts, "cut_off": g.num_cut_off,
+                   "cancelled": g.num_cancelled,
                    "gpu_seconds": round(g.gpu_s, 6), "held_gpu_seconds": round(self._held(g, end_s), 6),
                    "busy_s": round(g.busy_s, 6),
                    "mean_wait_s": round(g.wait_s / g.num_checks, 6) if g.num_checks else None}

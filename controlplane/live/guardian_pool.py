@@ -16,7 +16,9 @@ Either way a guardian's checks wait in one queue of the driver's and a free work
 takes the next, one check at a time (`controlplane.live.guardian_queue`): a check still unanswered
 after the guardian's ``timeout_s`` answers ``timeout``; one still queued then never runs, one
 running runs to its end (its worker stays in flight with it; its time counts in ``busy_s`` when it
-ends, before the run closes) and its verdict is dropped, as in the simulator. A model that raises
+ends, before the run closes) and its verdict is dropped, as in the simulator. A queued check whose request
+left (cancelled, failed) never runs either: it answers ``cancelled`` when a worker would have taken it (the
+summary's ``cancelled``), as the simulator skips it. A model that raises
 answers ``error`` (the worker goes on); a worker that dies answers ``error`` for the check it ran,
 is reported (log, the run summary's ``worker_failures``, a ``guardian_worker_failed`` decision row)
 and, for a guardian worker of its own, started again up to `MAX_RESTARTS` times
@@ -49,18 +51,20 @@ from controlplane.guardian_checks import add_answers_share, retracted
 from controlplane.guardian_config import GuardiansConfig, GuardianSpec
 from controlplane.hardware.cost import add_guardian_cost
 from controlplane.live.guardian_models import GuardianWorkerSettings
-from controlplane.live.guardian_queue import GuardianQueue, Host, NoHost, QueuedCheck
+from controlplane.live.guardian_queue import GuardianQueue, Host, NoHost, QueuedCheck, RequestLeft
 from controlplane.live.guardian_verdicts import GuardianLedger, LateVerdicts
 from controlplane.live.pool import WorkerPool
 from controlplane.live.worker_messages import GuardianCheck, GuardianVerdict, LoadGuardian, WorkerLost, describe_error
-from controlplane.types import Decision
+from controlplane.types import Decision, RequestStatus
 
-__all__ = ["GUARDIAN_UNAVAILABLE", "LIVE_KINDS", "MAX_RESTARTS", "LiveGuardians"]
+__all__ = ["CHECK_CANCELLED", "GUARDIAN_UNAVAILABLE", "LIVE_KINDS", "MAX_RESTARTS", "LiveGuardians"]
 
 log = logging.getLogger(__name__)
 
 #: The verdict fed back for checks by a guardian the config does not declare.
 GUARDIAN_UNAVAILABLE = "unavailable"
+#: The verdict fed back for a queued check whose request left before a worker took it (it never ran).
+CHECK_CANCELLED = "cancelled"
 #: How many times a guardian worker of its own is started again after it died.
 MAX_RESTARTS = 3
 LIVE_KINDS = ("rules", "classifier", "causal-lm")
@@ -73,6 +77,7 @@ class _Stats:
     checks_output: int = 0
     timeouts: int = 0
     errors: int = 0
+    cancelled: int = 0  # queued checks whose request left before a worker took them: never run
     busy_s: float = 0.0  # the workers' own time on checks (any device)
     checks_run: int = 0  # checks a worker ran to their end (timed out while running included): busy_s over these
     gpu_seconds: float = 0.0  # of which on a GPU
@@ -248,7 +253,7 @@ class LiveGuardians:
             a.stage)))
 
     async def _check_and_feed(self, a: act.RunGuardian, text: str | None) -> None:
-        verdict, score, reason = await self.check(a.guardian, text, a.stage)
+        verdict, score, reason = await self.check(a.guardian, text, a.stage, left=lambda: _left(a.request))
         r = a.request
         served_unblocked = not retracted(r)
         self._feed(ev.GuardianFinished(self._now_s(), r.request_id, verdict, a.guardian, score, reason, a.stage))
@@ -256,9 +261,11 @@ class LiveGuardians:
             self.blocks_after_reply += 1
         self.late.after_verdict(r)
 
-    async def check(self, name: str, text: str | None, stage: str = "output") -> tuple[str, float | None, str]:
+    async def check(self, name: str, text: str | None, stage: str = "output",
+                    left: Callable[[], str | None] | None = None) -> tuple[str, float | None, str]:
         """(verdict, score, reason) of guardian ``name`` on ``text`` (a prompt, stage ``input``, or an
-        answer), from one of its workers."""
+        answer), from one of its workers; ``cancelled`` when ``left`` (how its request left the system, None while
+        it is there) says it left before a worker took the check (`RequestLeft`)."""
         g = self.guardians[name]
         stats = g.stats
         stats.checks += 1
@@ -272,7 +279,7 @@ class LiveGuardians:
         if not g.hosts:
             stats.errors += 1
             return "error", None, f"no worker hosts guardian {name} ({g.trouble or 'none started'})"
-        job = g.queue.add(text)
+        job = g.queue.add(text, left)
         self._dispatch(g)
         try:
             # Shielded: a check that times out while a worker runs it runs to its end (`_run_on`).
@@ -284,6 +291,9 @@ class LiveGuardians:
         except asyncio.CancelledError:
             g.queue.give_up(job, asyncio.get_running_loop().time() - job.asked_s)
             raise
+        except RequestLeft as exc:
+            stats.cancelled += 1
+            return CHECK_CANCELLED, None, str(exc)
         except NoHost as exc:
             stats.errors += 1
             return "error", None, str(exc)
@@ -386,7 +396,7 @@ class LiveGuardians:
 
     def summary(self) -> dict[str, Any]:
         """Per guardian: its workers (with the checks each took), checks (and by stage), timeouts,
-        errors, busy and GPU seconds, worker failures and restarts, ``checks_run`` (checks a worker
+        errors, ``cancelled`` (queued checks whose request left before a worker took them), busy and GPU seconds, worker failures and restarts, ``checks_run`` (checks a worker
         ran to their end), ``mean_check_s`` (``busy_s`` over those: a worker's time per check, what
         the simulator's ``latency.base_s`` prices) and ``mean_wait_s`` (the time a check waited in
         the guardian's queue until a worker took it, or its whole ``timeout_s`` when none did, as
@@ -460,3 +470,13 @@ class LiveGuardians:
         self._checking.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("guardian task failed", exc_info=task.exception())
+
+
+def _left(r: Any) -> str | None:
+    """How request ``r`` left the system, its checks dropped by the core (cancelled, failed, rejected); None while
+    it is there or once answered (an async check's verdict still goes to its row)."""
+    status = r.status
+    return status.value if status in _GONE else None
+
+
+_GONE = (RequestStatus.CANCELLED, RequestStatus.FAILED, RequestStatus.REJECTED)

@@ -12,6 +12,11 @@ until the worker answers. A check still unanswered after the guardian's ``timeou
 * one running runs to its end: its worker stays busy with it (``inflight`` 1, taking no other check
   of this guardian) and its time counts in ``busy_s`` when it ends; its verdict is dropped.
 
+A queued check whose request left the system meanwhile (cancelled, failed: the core dropped its checks) leaves
+the queue when a worker would take it: it never runs and answers `RequestLeft` (its wait counts until then),
+as the simulator skips it. Before, such checks ran, used the worker (a judge's whole timeout) and answered a
+request no longer there.
+
 This is how the simulator treats a guardian's replicas (`sim.guardian_pool`: a queued check that
 times out is skipped, a running batch runs to its end), so a guardian past its capacity queues, costs
 and times out alike in both. (Before, live sent every check to a worker at once: checks that timed
@@ -23,14 +28,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GuardianQueue", "Host", "NoHost", "QueuedCheck"]
+__all__ = ["GuardianQueue", "Host", "NoHost", "QueuedCheck", "RequestLeft"]
 
 
 class NoHost(Exception):
     """No worker hosts the guardian (none started, or the last one left): its checks answer ``error``."""
+
+
+class RequestLeft(Exception):
+    """The check's request left the system (cancelled, failed) before a worker took it: it never ran."""
 
 
 @dataclass
@@ -51,6 +61,7 @@ class QueuedCheck:
     answer: asyncio.Future = field(repr=False)  # the worker's GuardianVerdict, or why it has none
     host: Host | None = None  # the worker that took it (None: still queued)
     abandoned: bool = False  # its asker stopped waiting (timeout): its verdict, when it comes, is dropped
+    left: Callable[[], str | None] | None = None  # how its request left the system (None: it is still there)
 
 
 class GuardianQueue:
@@ -64,26 +75,36 @@ class GuardianQueue:
     def __len__(self) -> int:
         return len(self.checks)
 
-    def add(self, text: str) -> QueuedCheck:
+    def add(self, text: str, left: Callable[[], str | None] | None = None) -> QueuedCheck:
         loop = asyncio.get_running_loop()
-        check = QueuedCheck(text, loop.time(), loop.create_future())
+        check = QueuedCheck(text, loop.time(), loop.create_future(), left=left)
         self.checks.append(check)
         self.queued += 1
         return check
 
     def next_for(self, hosts: dict[str, Host]) -> tuple[QueuedCheck, Host] | None:
-        """The next queued check and the free worker that takes it (marked busy), or None."""
+        """The next queued check and the free worker that takes it (marked busy), or None. The checks ahead of
+        it whose request left leave the queue, never run (`RequestLeft`)."""
         if not self.checks:
             return None
         free = [h for h in hosts.values() if h.inflight == 0]
         if not free:
             return None
+        now = asyncio.get_running_loop().time()
+        while self.checks:
+            check = self.checks.popleft()
+            self.wait_s += now - check.asked_s
+            how = check.left() if check.left is not None else None
+            if how is None:
+                break
+            if not check.answer.done():
+                check.answer.set_exception(RequestLeft(f"not run: its request left ({how}) before a worker took it"))
+        else:
+            return None
         host = min(free, key=lambda h: h.checks)  # turn about
-        check = self.checks.popleft()
         check.host = host
         host.inflight = 1
         host.checks += 1
-        self.wait_s += asyncio.get_running_loop().time() - check.asked_s
         return check, host
 
     def give_up(self, check: QueuedCheck, waited_s: float) -> None:

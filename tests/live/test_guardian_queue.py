@@ -99,3 +99,84 @@ def test_the_simulator_runs_only_the_check_a_replica_took_of_those_that_timed_ou
     assert [r.guardian_verdict for r in res.requests] == ["timeout"] * N
     assert g["timeouts"] == N and g["batches"] == 1 and g["busy_s"] == pytest.approx(3.0)
     assert g["mean_wait_s"] == pytest.approx((N - 1) * TIMEOUT_S / N, abs=0.01)
+
+
+def test_a_queued_check_whose_request_was_cancelled_never_runs_and_answers_cancelled(tmp_path):
+    # An SRE soak: a request cancelled at 251.118 s had its queued rules and judge checks answered at 251.130 and
+    # 251.164 s (10 such checks in the run, some using up a judge's timeout); guardian_check rows outnumbered
+    # guardian_outcome rows and answers_checked_by.rules (2,635) exceeded answers_checked (2,630).
+    from controlplane.testing import stored_rows
+
+    cfg = make_config(
+        storage={"url": f"sqlite:///{tmp_path / 'left.db'}"},
+        cluster={"models": [{"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 256}}]},
+        guardians={"models": [{"name": "rules", "kind": "rules", "blocklist": ["forbidden"], "timeout_s": 60}]},
+        plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync", "guardian": "rules"}}})
+    pool = _CountingPool(cpu_threads=1)
+
+    async def main():
+        async with LiveDriver(cfg, pool=pool) as driver:
+            await driver.wait_ready(120)
+            guardians = driver.guardians
+            g = guardians.guardians["rules"]
+            release = _hold(pool, "guardian-rules-0")
+            try:
+                ahead = asyncio.ensure_future(guardians.check("rules", "taken by the worker first"))
+                handle = await driver.submit("hello", max_tokens=2, ignore_eos=True)
+                deadline = time.monotonic() + 60
+                while not g.queue:  # generated; its answer's check waits behind the one the worker took
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.01)
+                handle.cancel("client disconnected")
+                result = await handle.result()
+            finally:
+                release.set()
+            await ahead
+            deadline = time.monotonic() + 30
+            while guardians.summary()["guardians"]["rules"]["cancelled"] == 0:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
+            return result, handle.request_id, driver.run_id, guardians.summary()["guardians"]["rules"]
+
+    result, rid, run_id, summary = asyncio.run(main())
+    assert result.status == "cancelled"
+    assert pool.answered == 1  # only the check the worker had taken ran
+    assert summary["cancelled"] == 1 and summary["checks_run"] == 1 and len(summary["workers"]) == 1
+    verdicts = [(d["payload"]["verdict"], d["reason"]) for d in stored_rows(cfg.storage.url, run_id, "decisions")
+                if d["action"] == "guardian_verdict" and d["subject"] == rid]
+    assert verdicts == [("cancelled", "not run: its request left (cancelled) before a worker took it")]
+
+
+def test_the_simulator_skips_a_queued_check_whose_request_left_as_live():
+    from controlplane.types import RequestStatus
+    from controlplane import actions as act
+    from controlplane.testing import make_requests
+    from sim.guardian_pool import SimGuardianPool
+
+    timers: list[tuple[float, Any, Any]] = []
+    clock = [0.0]
+
+    class _Timer:
+        def __init__(self, value: Any) -> None:
+            self._value = value
+
+    def after(delay: float, fn: Any, value: Any) -> None:
+        timers.append((clock[0] + delay, fn, value))
+
+    delivered: list[tuple[str, str]] = []
+    cfg = make_config(guardians={"models": [{"name": "g", "replicas": 1, "timeout_s": 60,
+                                             "latency": {"base_s": 1.0, "max_batch": 1}}]})
+    pool = SimGuardianPool(cfg, seed=0, after=after, now=lambda: clock[0],
+                           deliver=lambda rid, verdict, *rest: delivered.append((rid, verdict)))
+    first, second = make_requests(2, prompt_tokens=8)
+    for r in (first, second):
+        pool.submit(act.RunGuardian(r, "g", "sync", "input"))
+    second.status = RequestStatus.CANCELLED  # it left while its check waited behind the first
+    while timers:
+        timers.sort(key=lambda t: t[0])
+        at, fn, value = timers.pop(0)
+        clock[0] = at
+        fn(_Timer(value))
+    assert [v for _, v in delivered] == ["pass", "cancelled"] or [v for _, v in delivered] == ["block", "cancelled"]
+    g = pool.summary(clock[0])["guardians"]["g"]
+    assert g["cancelled"] == 1 and g["batches"] == 1 and g["busy_s"] == pytest.approx(1.0)

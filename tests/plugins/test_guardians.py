@@ -101,3 +101,34 @@ def test_a_check_without_a_verdict_is_not_counted_as_checked():
     assert sampling["answers_checked_by"] == {"g": 5}
     assert sampling["answers_checked_share"] == res.summary["guardians"]["g"]["answers_checked_share"] == 0.0025
     assert "answers served without a verdict" in _text(summary_table(res.summary, "run"))
+
+
+def test_a_guardians_verdict_on_a_request_that_left_before_its_checks_ended_is_not_counted_as_checked():
+    # An SRE soak: answers_checked_by.rules 2,635 > answers_checked 2,630: rules answered a request's answer, then
+    # the request was cancelled before the judge did; its check had no last word (not checked), its verdict counted.
+    from controlplane.events import RequestFinished
+    from controlplane.types import Decision, RequestStatus
+
+    g = SampledGuardian(SampledGuardian.Settings(rate=1.0, mode="sync", guardians=["rules", "judge"]))
+    ctx = make_context(seed=5)
+    left, stayed = make_requests(2)
+    for r in (left, stayed):
+        assert g.cp_guardian_plan(ctx=ctx, request=r, stage="output").check
+
+    def verdict(r, guardian: str) -> Decision:
+        return Decision(1.0, "cp_guardian_plan", guardian, "guardian_verdict", r.request_id, "ok",
+                        {"guardian": guardian, "verdict": "pass", "score": 0.1, "stage": "output"})
+
+    g.cp_on_event(ctx=ctx, event=verdict(left, "rules"))
+    left.status = RequestStatus.CANCELLED
+    g.cp_on_event(ctx=ctx, event=RequestFinished(1.1, left))
+    g.cp_on_event(ctx=ctx, event=verdict(left, "judge"))  # (a check that ran on: the core drops its verdict)
+    g.cp_on_event(ctx=ctx, event=verdict(stayed, "rules"))
+    g.cp_on_event(ctx=ctx, event=verdict(stayed, "judge"))
+    g.cp_on_event(ctx=ctx, event=Decision(1.2, "cp_guardian_plan", "core", "guardian_outcome", stayed.request_id,
+                                          "passed", {"verdict": "pass", "stage": "output", "final": True}))
+    summary: dict = {}
+    g.cp_run_finished(ctx=ctx, summary=summary)
+    sampling = summary["guardian_sampling"][g.name]
+    assert (sampling["answers"], sampling["answers_checked"]) == (2, 1)
+    assert sampling["answers_checked_by"] == {"judge": 1, "rules": 1}
