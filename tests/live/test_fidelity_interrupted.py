@@ -29,9 +29,12 @@ def test_ctrl_c_prints_what_was_finished_removes_the_temporary_folder_and_exits_
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     profile = tmp_path / "p.json"
+    # stderr to a file, not a pipe read only at the end: the benchmark's warnings filled the pipe's 64 KiB and it
+    # blocked writing them, never reaching round 1 (the test hung)
+    err_file = (tmp_path / "stderr.txt").open("w+")
     proc = subprocess.Popen([sys.executable, "benchmarks/fidelity.py", "--quick", "--profile-out", str(profile)],
                             cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp)}, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE,
+                            stderr=err_file,
                             # a background process started by a non-interactive shell ignores SIGINT: not this one
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
@@ -40,13 +43,15 @@ def test_ctrl_c_prints_what_was_finished_removes_the_temporary_folder_and_exits_
             seen.append(line)
             if "round 1:" in line:
                 break
-        assert seen and "round 1:" in seen[-1], "".join(seen) + proc.stderr.read()
+        assert seen and "round 1:" in seen[-1], "".join(seen) + (tmp_path / "stderr.txt").read_text()
         time.sleep(1)  # into round 2: its live run alone lasts ~3 s
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=300)
+        out, _ = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
+        err_file.close()
+    err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "ReplayInterrupted" not in err
     assert "interrupted (Ctrl-C) during round 2 (high-2, run 1)" in err

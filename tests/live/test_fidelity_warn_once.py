@@ -39,3 +39,39 @@ def test_the_far_rows_warning_is_shown_once_per_profile_and_the_rest_counted():
         with far_rows_once(io.StringIO()):
             _far("/tmp/a/calibration-light.json", 1)  # a new block: shown again
         assert sum("measured far from the fit" in m for m in shown) == 3
+
+
+def test_a_profile_s_other_notes_and_its_runs_past_the_rows_lines_are_shown_once():
+    """Each of the benchmark's simulations loaded its profile again and warned its notes (a fit off its rows, no
+    prefill over a context, ...) and each replay logged its 'past every row' line: 100 lines in two minutes of a
+    --quick run, enough to fill a pipe read only at the end."""
+    import logging
+
+    from controlplane.hardware.profile_format import ProfileWarning
+
+    shown, tail = [], io.StringIO()
+    logged = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            logged.append(record.getMessage())
+
+    log = logging.getLogger("sim.replay")
+    handler = Keep()
+    log.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *_a, **_k: shown.append(str(message))
+            with far_rows_once(tail):
+                for k in range(11):
+                    warnings.warn(ProfileWarning("/tmp/a/light.json: no row prefills over a cached context"),
+                                  stacklevel=1)
+                    log.warning("deployment 'fidelity': %d of 208 iterations priced (12.5%%) were past every row of "
+                                "/tmp/a/light.json (more decode sequences: 25): extrapolated", 20 + k)
+                log.warning("another line")
+    finally:
+        log.removeHandler(handler)
+    assert shown == ["/tmp/a/light.json: no row prefills over a cached context"]
+    assert [m for m in logged if "past every row" in m] == [logged[0]] and "another line" in logged
+    assert "20 more warning(s) of the same profiles left out" in tail.getvalue()
