@@ -3,7 +3,9 @@ requests.
 
 * `configure_logging`: every line, uvicorn's included, as ``TIME LEVEL LOGGER: MESSAGE`` (``--log-format
   text``) or one JSON object a line (``--log-format json``: ``time``, ``level``, ``logger``, ``message``,
-  and ``request_id`` on the lines about a request).
+  and ``request_id`` on the lines about a request). Under ``json`` the progress bars of transformers and the
+  Hugging Face Hub (transformers' "Loading weights" as a model loads from a directory) are off, in the daemon's
+  process and the worker processes it starts (`quiet_progress_bars`): they are not log lines.
 * `AccessLog`: with ``--access-log``, one line per HTTP request on the ``controlplane.access`` logger, when
   its answer is sent (a stream's at its end): client, request line, status, seconds taken and the
   ``x-request-id`` it answered with (``-`` for none), at INFO whatever ``--log-level``.
@@ -16,10 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from typing import Any
 
-__all__ = ["ACCESS_LOGGER", "LOG_FORMATS", "REQUESTS_LOGGER", "AccessLog", "JsonFormatter", "configure_logging"]
+__all__ = ["ACCESS_LOGGER", "LOG_FORMATS", "REQUESTS_LOGGER", "AccessLog", "JsonFormatter", "configure_logging",
+           "quiet_progress_bars"]
 
 ACCESS_LOGGER = "controlplane.access"
 REQUESTS_LOGGER = "controlplane.requests"
@@ -64,6 +69,23 @@ def configure_logging(level: str = "info", log_format: str = "text", *, access_l
     detail = logging.INFO if access_log or root.level <= logging.DEBUG else logging.WARNING
     logging.getLogger(ACCESS_LOGGER).setLevel(detail)
     logging.getLogger(REQUESTS_LOGGER).setLevel(detail)
+    if log_format == "json":
+        quiet_progress_bars()
+
+
+def quiet_progress_bars() -> None:
+    """Turn off the progress bars transformers and the Hugging Face Hub draw on stderr (a model loaded from a
+    directory: "Loading weights: 100%|...", and a blank line): in this process, and, through the environment
+    ``HF_HUB_DISABLE_PROGRESS_BARS`` (read as they are imported), in the worker processes it starts."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" in sys.modules:  # imported already: its setting read the environment then
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 def _quiet_by_default(name: str) -> None:
