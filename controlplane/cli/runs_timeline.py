@@ -17,7 +17,7 @@ from controlplane.storage.models import Decision
 from controlplane.storage.queries import get_run
 
 __all__ = ["TIMELINE_KINDS", "compare_decisions", "decision_comparisons", "decision_differences", "differences_table",
-           "scale_decisions", "starting_replicas", "target_steps", "timeline_table"]
+           "scale_decisions", "shortened_reason", "starting_replicas", "target_steps", "timeline_table"]
 
 SCALE_ACTIONS = ("scale", "shadow_scale", "scale_unplaced", "scale_held")
 ACTION_LABELS = {"scale": "scale", "shadow_scale": "shadow", "scale_unplaced": "unplaced", "scale_held": "held"}
@@ -69,6 +69,29 @@ def _signals(signals: dict[str, Any] | None, limit: int) -> str:
     return ", ".join(items[:limit]) + (f", +{len(items) - limit}" if len(items) > limit else "")
 
 
+#: How much of a reason the timeline shows without ``--full``.
+REASON_CHARS = 160
+_CLAUSE = " | "
+
+
+def shortened_reason(reason: str, limit: int = REASON_CHARS) -> str:
+    """``reason`` in at most ``limit`` characters, ``...`` where it was cut. A reason of several clauses keeps its
+    last whole and cuts the ones before it: the core's clause on a policy's reason says what became of the decision
+    (a held scale-up's ``POLICY'S REASON | core: 3 -> 2 (unplaced: ...; the next one waits until 263.0s, 10.0s
+    left)``), and cutting the end lost that, the reason's actionable part. A last clause too long to fit whole keeps
+    its end (where a hold says until when) after the reason's start."""
+    if len(reason) <= limit:
+        return reason
+    head, sep, last = reason.rpartition(_CLAUSE)
+    if not sep:
+        return reason[:limit - 3] + "..."
+    room = limit - len(last) - len(sep) - 3  # what of the clauses before it fits, "..." after them
+    if room >= 20:
+        return head[:room] + "..." + sep + last
+    start = 40
+    return reason[:start - 3] + "..." + reason[-(limit - start):]
+
+
 #: What of `timeline_table`'s columns a narrow terminal may wrap (`controlplane.cli.tables.fitted`): never the
 #: time, clock, action, confidence, nor a target's numbers.
 TIMELINE_KINDS = (WHOLE, WHOLE, TEXT, WHOLE, TEXT, WORDS, WHOLE, TEXT, TEXT)
@@ -85,8 +108,8 @@ def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False
     for r in rows:
         p = r["payload"]
         reason = r["reason"] or "-"
-        if not full and len(reason) > 160:
-            reason, cut = reason[:157] + "...", True
+        if not full and len(reason) > REASON_CHARS:
+            reason, cut = shortened_reason(reason), True
         cut = cut or (not full and len(p.get("signals") or {}) > 4)
         target = f"{p.get('from', '?')} -> {p.get('to', '?')}" if "to" in p or r["action"] != "scale_unplaced" else "-"
         if r["action"] == "shadow_scale" and "active_to" in p:
@@ -100,7 +123,8 @@ def timeline_table(rows: list[dict[str, Any]], title: str, *, full: bool = False
     if not rows:
         t.add_row("-", "-", "-", "-", "-", "-", "-", "-", "no scale decisions recorded")
     if cut:
-        t.caption = "reasons cut at 160 characters and signals at 4 (+N: how many more): --full shows them whole"
+        t.caption = (f"reasons cut at {REASON_CHARS} characters (a reason's last clause, the core's, kept whole) and "
+                     "signals at 4 (+N: how many more): --full shows them whole")
     return t
 
 

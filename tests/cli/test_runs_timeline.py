@@ -272,3 +272,28 @@ def test_counts_never_placed_are_no_targets_not_even_for_the_milliseconds_until_
     assert decision_differences(active, shadow) == [
         {"model": "tiny", "start_s": 17.0073, "end_s": 18.006, "a": 2, "b": 1},
         {"model": "tiny", "start_s": 18.006, "end_s": None, "a": 2, "b": 4}]
+
+
+def test_a_held_scale_ups_cut_reason_keeps_the_cores_clause_saying_until_when():
+    """An SRE soak: `runs show 1 --timeline` cut a held scale-up's reason at 160 characters before its actionable
+    part ("... | core: 3 -> 2 (unplaced: the last..."); when the next scale-up may come was shown with --full only."""
+    from rich.console import Console
+
+    from controlplane.cli.runs_timeline import REASON_CHARS, shortened_reason, timeline_table
+
+    policy = ("hpa: load 4.10 per replica over 10 s > target 0.30 x 3 replicas: desired ceil(3 x 4.10 / 0.30) = 41, "
+              "at most max_replicas 3 (load: requests queued and running per ready replica)")
+    core = ("core: 3 -> 2 (unplaced: the last scale-up found no free device or worker slot; the next one waits until "
+            "263.0s, 10.0s left)")
+    row = {"time_s": 253.0, "plugin": "core", "action": "scale_held", "subject": "chat",
+           "payload": {"from": 2, "to": 2, "wanted": 3, "unplaced_retry_s": 263.0}, "reason": f"{policy} | {core}"}
+    short = shortened_reason(row["reason"])
+    assert len(short) == REASON_CHARS and short.endswith(f"... | {core}") and short.startswith("hpa: load 4.10")
+    console = Console(width=400, record=True)
+    console.print(timeline_table([row], "t"))
+    text = " ".join(console.export_text().split())
+    assert "waits until 263.0s, 10.0s left)" in text and "--full shows them whole" in text
+    # one clause: its start, as before; a last clause too long to fit whole: the reason's start and its end
+    assert shortened_reason("x" * 200) == "x" * 157 + "..."
+    long_last = shortened_reason("a" * 50 + " | " + "b" * 150 + " until 9.0s")
+    assert len(long_last) == REASON_CHARS and long_last.startswith("a" * 37 + "...") and long_last.endswith("until 9.0s")
