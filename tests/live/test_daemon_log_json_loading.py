@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.live.daemon_process import DaemonProcess
+from tests.live.tiny_guardian_models import save_tiny_judge
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -20,13 +21,7 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def judge_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("judge")
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-                                      pad_token_id=0)
-    transformers.LlamaForCausalLM(config).save_pretrained(root)
-    return root
+    return save_tiny_judge(tmp_path_factory.mktemp("judge"))
 
 
 @pytest.mark.parametrize("pool", ["thread", "process"])

@@ -23,6 +23,7 @@ from controlplane.live.driver import LiveDriver
 from controlplane.live.pool import make_pool
 from controlplane.live.pool_thread import LocalThreadPool
 from controlplane.testing import make_config, stored_rows as rows
+from tests.live.tiny_guardian_models import save_tiny_judge, tiny_llama_config
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -33,11 +34,8 @@ POOLS = ["thread", "process"]
 @pytest.fixture(scope="module")
 def judge_dir(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("guardian-models")
-    torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                   num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
-                                   pad_token_id=0)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(root / "judge")
+    save_tiny_judge(root / "judge")
+    cfg = tiny_llama_config()
     transformers.LlamaForSequenceClassification(transformers.LlamaConfig(**cfg.to_dict(), num_labels=2)) \
         .save_pretrained(root / "classifier")
     return str(root / "judge")
