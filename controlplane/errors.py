@@ -51,11 +51,16 @@ class ReplayInterrupted(KeyboardInterrupt):
         self.summary = summary
 
 
-def did_you_mean(name: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str:
+def did_you_mean(name: str, choices: Iterable[str], *, cutoff: float = 0.6, ignore_case: bool = False) -> str:
     """``" (did you mean 'a' or 'b'?)"``: the ``choices`` that ``name`` (a key, plugin, hook, setting,
     field...) is probably a typo of, up to three, closest first; ``""`` when none is close. The
-    caller's message says what was wrong and where, and lists the valid choices where it helps."""
+    caller's message says what was wrong and where, and lists the valid choices where it helps.
+    ``ignore_case``: compared in lower case (``l40`` is close to ``L40S``), named as given."""
     import difflib  # only when a message is made: every process imports this module
 
-    close = difflib.get_close_matches(name, sorted(set(choices)), n=3, cutoff=cutoff)
+    if ignore_case:
+        given = {c.lower(): c for c in sorted(set(choices))}
+        close = [given[c] for c in difflib.get_close_matches(name.lower(), sorted(given), n=3, cutoff=cutoff)]
+    else:
+        close = difflib.get_close_matches(name, sorted(set(choices)), n=3, cutoff=cutoff)
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""

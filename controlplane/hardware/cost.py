@@ -125,11 +125,10 @@ def gpu_price_per_hour(gpu: str, prices: Mapping[str, float] | None = None) -> f
         for key, value in table.items():
             if _same_gpu_key(key) == name:
                 return float(value)
-    import difflib
+    from controlplane.errors import did_you_mean
 
-    own = {key.lower(): key for key in prices or {} if key not in DEFAULT_GPU_PRICES}  # (prices of one's own GPUs)
-    close = [own[k] for k in difflib.get_close_matches(gpu.lower(), sorted(own), n=3, cutoff=0.75)]
-    meant = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+    own = [key for key in prices or {} if key not in DEFAULT_GPU_PRICES]  # (prices of one's own GPUs)
+    meant = did_you_mean(gpu, own, cutoff=0.75, ignore_case=True)
     raise NoPriceError(f"no price for GPU {gpu!r}{meant}: set cluster.gpu_prices.{gpu} (USD per GPU-hour) in the "
                        "config")
 
