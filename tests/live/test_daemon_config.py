@@ -171,6 +171,10 @@ def test_a_cuda_device_is_costed_as_the_gpu_its_name_names_as_a_word(monkeypatch
 
     import controlplane.live.daemon_config as dc
 
+    import controlplane.hardware.specs as specs
+
     monkeypatch.setattr(dc, "cuda_device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: name)
+    # (GPUs of one's own an earlier config of this process declared, an "l40s" among them, are found first)
+    monkeypatch.setattr(specs, "own_specs", lambda kind: {})
     assert dc.device_gpu("cuda:0") == gpu
