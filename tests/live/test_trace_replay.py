@@ -76,7 +76,7 @@ def test_live_replay_serves_the_trace_stores_its_iterations_and_saves_it_as_serv
     sim_run = replay(served, make_config(storage={"url": url})).summary["run_id"]
     res = CliRunner().invoke(build_app(), ["runs", "compare", str(summary["run_id"]), str(sim_run), "--db", url])
     assert res.exit_code == 0, res.output
-    assert "bootstrap over requests (paired)" in " ".join(res.output.split())
+    assert "of one run a side, paired" in " ".join(res.output.split())  # (the same requests: paired)
     assert f"run {summary['run_id']} (live) vs run {sim_run} (sim)" in res.output  # which side is which
 
 
@@ -206,9 +206,8 @@ def test_trace_format_options_choose_the_requests_before_any_worker_starts(tmp_p
     trace.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
                      "0,GPT-4,200,5,205,API log\n1,ChatGPT,200,5,205,API log\n"
                      "2,GPT-4,200,0,200,API log\n3,ChatGPT,200,5,205,API log\n")
-    monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(build_app(), [
-        "live-replay", trace.name, "--format", "burstgpt", "--opt", "models=GPT-4", "--opt", "failed=drop",
+        "live-replay", str(trace), "--format", "burstgpt", "--opt", "models=GPT-4", "--opt", "failed=drop",
         "--config", str(_config(tmp_path, url)), "--pool", "thread"])
     assert res.exit_code == 2  # (too long for the tiny model: refused, and counted after the options)
     assert "1 of 1 requests" in " ".join(res.output.split()), res.output
