@@ -18,6 +18,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
                       model_validator)
 from typing_extensions import TypedDict  # (pydantic's dependency: below Python 3.12 pydantic takes only this one)
 
+from controlplane.config_values import same_value, settings_floats
 from controlplane.config_errors import ENV_PREFIX, MOVED_TO_CONTROL as _MOVED_TO_CONTROL, environment_note
 from controlplane.config_errors import error_message  # noqa: F401 (plugin settings' errors are worded the same)
 from controlplane.config_errors import env_variables as _env_variables, settings_error_message, validation_message
@@ -292,7 +293,7 @@ class RunConfig(BaseModel):
     @classmethod
     def _finite_guardians(cls, guardians: GuardiansConfig) -> GuardiansConfig:
         """The guardians' float settings are finite too (their section's models take any float)."""
-        for key, value in _floats(guardians, ()):
+        for key, value in settings_floats(guardians, ()):
             if not math.isfinite(value):
                 from pydantic_core import PydanticCustomError
 
@@ -306,30 +307,6 @@ class RunConfig(BaseModel):
         """``sim.tick_s`` / ``sim.metrics_interval_s`` (before they moved) mean ``control.*`` (a config made in
         code: `load_config` moves each source's before they meet)."""
         return _moved_names(data, error=ValueError)
-
-
-def _floats(value: Any, key: tuple[str, ...]) -> Any:
-    """Every float in a settings model, with its key: (("models", "0", "timeout_s"), 5.0), ..."""
-    if isinstance(value, float):
-        yield key, value
-    elif isinstance(value, BaseModel):
-        for name in type(value).model_fields:
-            yield from _floats(getattr(value, name), (*key, name))
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from _floats(item, (*key, str(i)))
-    elif isinstance(value, dict):
-        for k, item in value.items():
-            yield from _floats(item, (*key, str(k)))
-
-
-def _same_value(a: Any, b: Any) -> bool:
-    """Whether two spellings of one setting agree: as numbers when both read as numbers (the environment's "1.0"
-    and a file's 1), else as given."""
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return bool(a == b)
 
 
 def _moved_names(values: Any, where: str = "", note: Any = lambda key: "", error: type[Exception] = ConfigError) -> Any:
@@ -348,7 +325,7 @@ def _moved_names(values: Any, where: str = "", note: Any = lambda key: "", error
         return values  # (the section's own error comes from validation)
     control = dict(control or {})
     for key, value in moved.items():
-        if key in control and not _same_value(control[key], value):
+        if key in control and not same_value(control[key], value):
             why = (f"sim.{key} ({value!r}) and control.{key} ({control[key]!r}) disagree{note(key)}; sim.{key} is the "
                    f"old name of control.{key}: give one")
             raise error(f"invalid configuration{where}:\n  {why}" if error is ConfigError else why)

@@ -19,6 +19,7 @@ from controlplane.cli.pipes import quiet_on_closed_pipe
 from controlplane.cli.runs_copy import copied_line
 from controlplane.cli.runs_list import DbOpt, RunArg
 from controlplane.cli.runs_running import running_line
+from controlplane.cli.runs_sweep_point import sweep_point_line
 from controlplane.cli.runs_served import served_line
 from controlplane.cli.runs_notes import (incomplete_note, refused_line, stopped_line, targets_note, transforms_unknown,
                                          workload_note)
@@ -93,7 +94,7 @@ def show(
               + (f" format={run['trace_format']}" if run.get("trace_format") else ""))  # (names and paths as written)
     if served:
         out.print(served, highlight=False, markup=False)
-    if point := _sweep_point_line(run):  # (which point of its sweep: the overrides its notes hold)
+    if point := sweep_point_line(run):  # (which point of its sweep: the overrides its notes hold)
         out.print(point, highlight=False, markup=False)
     if origin := copied_line(run):  # (`runs copy`: which run of which database)
         out.print(origin, highlight=False, markup=False)
@@ -469,21 +470,6 @@ def _typed(value: object) -> str:
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     return fmt_value(value)
-
-
-def _sweep_point_line(run: dict) -> str | None:
-    """A sweep's (or search's) run: its sweep, and the point's overrides of the sweep's config (``run.notes``)."""
-    if run.get("sweep_id") is None:
-        return None
-    try:
-        notes = json.loads(run.get("notes") or "{}")
-    except ValueError:
-        notes = {}
-    overrides = notes.get("overrides") if isinstance(notes, dict) else None
-    stage = f" (stage {notes['stage']})" if isinstance(notes, dict) and notes.get("stage") else ""
-    said = "; ".join(f"{k} = {json.dumps(v) if isinstance(v, (list, dict)) else fmt_value(v)}"
-                     for k, v in sorted((overrides or {}).items())) or "none (the sweep's base config)"
-    return f"sweep {run['sweep_id']}{stage}, overrides: {said}"
 
 
 def _trace_read_line(run: dict) -> str | None:
