@@ -44,14 +44,19 @@ def _hold(pool: LocalThreadPool, wid: str) -> threading.Event:
     return release
 
 
+
+def _rules_config(db, timeout_s, **more):
+    """One tiny served model and a rules guardian of ``timeout_s``, stored in the SQLite file ``db``."""
+    return make_config(
+        storage={"url": f"sqlite:///{db}"},
+        cluster={"models": [{"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 256}}]},
+        guardians={"models": [{"name": "rules", "kind": "rules", "blocklist": ["forbidden"], "timeout_s": timeout_s}]},
+        **more)
+
 def test_live_checks_that_time_out_queued_never_run_and_the_running_one_stays_in_flight(tmp_path):
     # Before, every check went to the worker at once: the 5 that timed out left `inflight` at 0 at
     # their timeout while all 5 stayed queued on the worker and ran there, one after the other.
-    cfg = make_config(
-        storage={"url": f"sqlite:///{tmp_path / 'live.db'}"},
-        cluster={"models": [{"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 256}}]},
-        guardians={"models": [{"name": "rules", "kind": "rules", "blocklist": ["forbidden"],
-                               "timeout_s": TIMEOUT_S}]})
+    cfg = _rules_config(tmp_path / "live.db", TIMEOUT_S)
     pool = _CountingPool(cpu_threads=1)
 
     async def main():
@@ -107,11 +112,8 @@ def test_a_queued_check_whose_request_was_cancelled_never_runs_and_answers_cance
     # guardian_outcome rows and answers_checked_by.rules (2,635) exceeded answers_checked (2,630).
     from controlplane.testing import stored_rows
 
-    cfg = make_config(
-        storage={"url": f"sqlite:///{tmp_path / 'left.db'}"},
-        cluster={"models": [{"name": "tiny", "replicas": 1, "worker": {"preset": "tiny-llama", "max_seq_len": 256}}]},
-        guardians={"models": [{"name": "rules", "kind": "rules", "blocklist": ["forbidden"], "timeout_s": 60}]},
-        plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync", "guardian": "rules"}}})
+    cfg = _rules_config(tmp_path / "left.db", 60,
+                        plugins={"settings": {"sampled-guardian": {"rate": 1.0, "mode": "sync", "guardian": "rules"}}})
     pool = _CountingPool(cpu_threads=1)
 
     async def main():
